@@ -1,0 +1,174 @@
+// The shared core every proxy calls: one policy snapshot (swapped atomically on reload), the
+// write-ahead audit log, the session registry and the event bus. `decide()` is the single entry
+// point: identity + request → decision, with the audit event durable before it returns.
+import { randomUUID } from 'node:crypto';
+import { loadPolicyDir, type CompiledPolicy } from '../policy/compile.js';
+import { evaluate } from '../policy/engine.js';
+import { PortcullisError, type Decision, type Identity, type PolicyRequest, type Protocol } from '../policy/types.js';
+import type { Store } from '../store/types.js';
+import { AuditLog, type AuditOpenOptions } from './audit.js';
+import { Approvals, type ApprovalOutcome } from './approvals.js';
+import { EventBus, type RequestSummary, type SessionInfo } from './events.js';
+import { summarizeRequest } from './summary.js';
+import type { Logger } from './log.js';
+
+export interface CoreOptions {
+  dataDir: string;
+  policiesDir: string;
+  audit: { sync: 'always' | 'writes' | 'interval'; intervalMs: number; checkpointEvery: number };
+  /** Default time a held request waits for an approval (ms). */
+  approvalTimeoutMs?: number;
+  store: Store;
+  log: Logger;
+  /** Audit write/fsync override (tests, instrumentation). */
+  auditIo?: AuditOpenOptions['io'];
+}
+
+/** Actions that only read: their audit events may be synced on the interval (audit.sync: writes). */
+const READ_ONLY_SQL = new Set(['read', 'show', 'call', 'transaction', 'set', 'reset', 'fetch', 'execute', 'prepare', 'declare', 'close', 'deallocate', 'discard']);
+
+export class Core {
+  readonly events = new EventBus();
+  private policySnapshot: CompiledPolicy;
+  private readonly sessions = new Map<string, SessionInfo>();
+  readonly approvals: Approvals;
+
+  private constructor(
+    private readonly opts: CoreOptions,
+    readonly audit: AuditLog,
+    policy: CompiledPolicy,
+  ) {
+    this.policySnapshot = policy;
+    this.approvals = new Approvals(opts.store, audit, opts.approvalTimeoutMs ?? 5 * 60_000);
+  }
+
+  /** Loads the policy (throws a ConfigError naming file:line:field) and opens the audit log. */
+  static async open(opts: CoreOptions): Promise<Core> {
+    const policy = loadPolicyDir(opts.policiesDir);
+    const audit = await AuditLog.open(opts.dataDir, { ...opts.audit, io: opts.auditIo });
+    const core = new Core(opts, audit, policy);
+    const expired = await core.approvals.recover();
+    if (expired) opts.log.warn('expired approvals left pending by a previous run', { count: expired });
+    return core;
+  }
+
+  get policy(): CompiledPolicy {
+    return this.policySnapshot;
+  }
+
+  get store(): Store {
+    return this.opts.store;
+  }
+
+  /** Reload the policy: the new snapshot replaces the old atomically; on error the old stays. */
+  reloadPolicies(): { ok: true; version: string } | { ok: false; error: string } {
+    try {
+      const next = loadPolicyDir(this.opts.policiesDir);
+      this.policySnapshot = next;
+      this.events.emit('policy.reloaded', { version: next.version, rules: next.rules.length });
+      this.opts.log.info('policy reloaded', { version: next.version, rules: next.rules.length });
+      return { ok: true, version: next.version };
+    } catch (e) {
+      const error = (e as Error).message;
+      this.events.emit('policy.reload_failed', { error });
+      this.opts.log.error('policy reload failed; keeping the previous policy', { error, version: this.policySnapshot.version });
+      return { ok: false, error };
+    }
+  }
+
+  async openSession(s: { protocol: Protocol; target: string; identity: Identity; remote?: string; meta?: Record<string, string> }): Promise<SessionInfo> {
+    const info: SessionInfo = { id: randomUUID(), openedAt: Date.now(), meta: {}, ...s };
+    await this.audit.append(
+      { type: 'session.open', session: info.id, identity: info.identity, target: info.target, protocol: info.protocol, data: { remote: info.remote ?? null, ...info.meta } },
+      { durable: true },
+    );
+    this.sessions.set(info.id, info);
+    await this.opts.store.sessions.insert({ id: info.id, protocol: info.protocol, target: info.target, identity: info.identity, openedAt: info.openedAt, meta: info.meta });
+    this.events.emit('session.opened', info);
+    return info;
+  }
+
+  async closeSession(id: string, reason = 'closed'): Promise<void> {
+    const info = this.sessions.get(id);
+    if (!info) return;
+    this.sessions.delete(id);
+    const closedAt = Date.now();
+    try {
+      await this.audit.append({ type: 'session.close', session: id, identity: info.identity, target: info.target, protocol: info.protocol, data: { reason } }, { durable: true });
+      await this.opts.store.sessions.update(id, { closedAt });
+    } finally {
+      this.events.emit('session.closed', { ...info, closedAt, reason });
+    }
+  }
+
+  listSessions(): SessionInfo[] {
+    return [...this.sessions.values()];
+  }
+
+  /**
+   * Decide a request and write its audit event before returning (write-ahead). If the audit
+   * event cannot be written the caller gets a `deny` with rule `audit-unavailable` and must
+   * refuse the request (fail closed). Never throws for a bad request: it is decided fail-closed.
+   */
+  async decide(session: string | null, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null }> {
+    const ev = evaluate(this.policySnapshot, request);
+    const decision = ev.decision;
+    const summary: RequestSummary = summarizeRequest(request);
+    const readOnly = decision.effect === 'allow' && ev.actions.every((a) => (a.kind === 'sql' && READ_ONLY_SQL.has(a.sql.action)) || (a.kind === 'kube' && ['get', 'list', 'watch'].includes(a.kube.verb)));
+    try {
+      const written = await this.audit.append(
+        {
+          type: 'request',
+          session: session ?? undefined,
+          identity: request.identity,
+          target: request.target,
+          protocol: request.protocol,
+          request: summary,
+          decision: { effect: decision.effect, rule: decision.rule, reason: decision.reason },
+          data: { policy: this.policySnapshot.version },
+        },
+        { durable: !readOnly },
+      );
+      if (session) this.events.emit('request.decided', { session, request: summary, decision, seq: written.seq });
+      return { decision, seq: written.seq };
+    } catch (e) {
+      const msg = e instanceof PortcullisError ? e.message : String(e);
+      this.opts.log.error('audit write failed: refusing the request', { error: msg });
+      return { decision: { effect: 'deny', rule: 'audit-unavailable', reason: `the audit log cannot be written (${msg}); refusing (fail closed)`, masks: [] }, seq: null };
+    }
+  }
+
+  /**
+   * Hold a request under review until an operator decides or it times out. `onHeld` runs once the
+   * approval exists (the proxy tells the agent its id). Resolves with the outcome; a denied or
+   * expired hold must be refused by the caller. `signal` aborts the hold (client went away).
+   */
+  async hold(
+    session: string | null,
+    request: PolicyRequest,
+    decision: Decision,
+    onHeld: (approvalId: string, expiresAt: number) => void,
+    signal?: AbortSignal,
+  ): Promise<ApprovalOutcome & { approvalId: string }> {
+    const rec = await this.approvals.create({
+      session: session ?? undefined,
+      protocol: request.protocol,
+      target: request.target,
+      identity: request.identity,
+      request: summarizeRequest(request) as unknown as Record<string, unknown>,
+      rule: decision.rule,
+      reason: decision.reason,
+      justification: request.reason,
+    });
+    const pending = this.approvals.wait(rec.id, rec.expiresAt, signal);
+    onHeld(rec.id, rec.expiresAt);
+    const outcome = await pending;
+    return { ...outcome, approvalId: rec.id };
+  }
+
+  async close(): Promise<void> {
+    await this.approvals.expireAll('the bastion is stopping').catch(() => undefined);
+    for (const id of [...this.sessions.keys()]) await this.closeSession(id, 'bastion stopping').catch(() => undefined);
+    await this.audit.close();
+  }
+}

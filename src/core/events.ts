@@ -1,0 +1,42 @@
+// The core's event bus: proxies publish, the recorder, the console (via the control socket) and
+// the metrics subscribe. Payloads are already masked when they are published.
+import { EventEmitter } from 'node:events';
+import type { Decision, Identity, PolicyRequest, Protocol } from '../policy/types.js';
+
+export interface SessionInfo {
+  id: string;
+  protocol: Protocol;
+  target: string;
+  identity: Identity;
+  openedAt: number;
+  remote?: string;
+  meta: Record<string, string>;
+}
+
+export interface CoreEvents {
+  'session.opened': [SessionInfo];
+  'session.closed': [SessionInfo & { closedAt: number; reason: string }];
+  'request.decided': [{ session: string; request: RequestSummary; decision: Decision; seq: number }];
+  /** A chunk of (masked) output of a session, for live view and recording. */
+  'session.output': [{ session: string; data: Buffer; stream: 'stdout' | 'stderr' }];
+  'policy.reloaded': [{ version: string; rules: number }];
+  'policy.reload_failed': [{ error: string }];
+}
+
+/** What the audit log and the event bus keep of a request: no secrets, masked literals. */
+export interface RequestSummary {
+  protocol: Protocol;
+  target: string;
+  sql?: string;
+  command?: string;
+  http?: PolicyRequest['http'];
+  forward?: PolicyRequest['forward'];
+  reason?: string;
+}
+
+export class EventBus extends EventEmitter<CoreEvents> {
+  constructor() {
+    super({ captureRejections: false });
+    this.setMaxListeners(1000);
+  }
+}

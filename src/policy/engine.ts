@@ -1,0 +1,180 @@
+// The decision procedure. A request becomes actions (actions.ts); every action is decided by the
+// rules that apply to it with precedence deny > review > allow, no allow → default-deny; the
+// request's decision is the strongest of its actions' (any deny denies; any review holds).
+import { describeAction, requestActions, type Action } from './actions.js';
+import type { CompiledPolicy, CompiledRule } from './compile.js';
+import type { Decision, Effect, MaskSpec, PolicyRequest } from './types.js';
+
+export const DEFAULT_DENY = 'default-deny';
+
+export interface ActionTrace {
+  action: string;
+  effect: Effect;
+  rule: string;
+  tried: { rule: string; effect: string; matched: boolean; failed?: string }[];
+}
+
+export interface Evaluation {
+  decision: Decision;
+  actions: Action[];
+  trace?: ActionTrace[];
+}
+
+function fill(template: string, a: Action): string {
+  return template.replace(/\{(\w+)\}/g, (whole, key: string) => {
+    const v = placeholder(a, key);
+    return v === undefined ? whole : v;
+  });
+}
+
+function placeholder(a: Action, key: string): string | undefined {
+  switch (a.kind) {
+    case 'sql': {
+      const s = a.sql;
+      const map: Record<string, string | undefined> = {
+        relation: s.relation, schema: s.schema, function: s.function, setting: s.setting, object: s.object,
+        command: s.command, action: s.action.toUpperCase(), statement: a.text.length > 120 ? a.text.slice(0, 117) + '...' : a.text,
+        copy: s.copy ? `${s.copy.direction} ${s.copy.target}` : undefined,
+      };
+      return map[key];
+    }
+    case 'shell': {
+      const map: Record<string, string | undefined> = {
+        program: a.cmd.program ?? '<dynamic>', args: a.cmd.args.join(' '), wrappers: a.cmd.wrappers.join(' > '),
+        command: [a.cmd.program ?? '<dynamic>', ...a.cmd.args].join(' '), piped_from: a.cmd.pipedFrom ?? undefined,
+      };
+      return map[key];
+    }
+    case 'forward':
+      return ({ host: a.fwd.host, port: String(a.fwd.port), direction: a.fwd.direction } as Record<string, string>)[key];
+    case 'kube': {
+      const k = a.kube;
+      const map: Record<string, string> = {
+        verb: k.verb, resource: k.subresource ? `${k.resource}/${k.subresource}` : k.resource, namespace: k.namespace || '(all)',
+        name: k.name, group: k.apiGroup || 'core', path: k.path, scope: k.scope,
+      };
+      return map[key];
+    }
+    case 'unparseable':
+      return ({ error: a.message, code: a.code } as Record<string, string>)[key];
+  }
+}
+
+function ruleApplies(rule: CompiledRule, req: PolicyRequest): boolean {
+  if (rule.protocols && !rule.protocols.has(req.protocol)) return false;
+  for (const c of rule.requestConds) if (!c.test(req)) return false;
+  return true;
+}
+
+function firstFailure(rule: CompiledRule, req: PolicyRequest, a: Action): string | undefined {
+  if (rule.protocols && !rule.protocols.has(req.protocol)) return `protocol: ${req.protocol} not in [${[...rule.protocols].join(', ')}]`;
+  for (const c of rule.requestConds) if (!c.test(req)) return `${c.field}: expected ${c.expected}`;
+  if (!kindMatches(rule, a)) return `applies to ${rule.actionKind ?? 'any'} facts, not ${a.kind}`;
+  for (const c of rule.actionConds) if (!c.test(a)) return `${c.field}: expected ${c.expected}`;
+  return undefined;
+}
+
+function kindMatches(rule: CompiledRule, a: Action): boolean {
+  if (rule.actionKind === null) return !(a.kind === 'unparseable' && rule.effect === 'allow');
+  return rule.actionKind === a.kind;
+}
+
+function actionMatches(rule: CompiledRule, a: Action): boolean {
+  if (!kindMatches(rule, a)) return false;
+  for (const c of rule.actionConds) if (!c.test(a)) return false;
+  return true;
+}
+
+const RANK: Record<Effect, number> = { allow: 0, review: 1, deny: 2 };
+
+/** Decide one request against a compiled policy snapshot. Pure; never throws for bad input. */
+export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace = false): Evaluation {
+  const actions = requestActions(req);
+  const applicable = policy.rules.filter((r) => ruleApplies(r, req));
+  const trace: ActionTrace[] | undefined = withTrace ? [] : undefined;
+  if (actions.length === 0) {
+    return { actions, trace, decision: { effect: 'deny', rule: DEFAULT_DENY, reason: 'empty request: nothing to decide', masks: [] } };
+  }
+  let worst: { effect: Effect; rule: CompiledRule | null; action: Action } | null = null;
+  const masks = new Map<string, MaskSpec>();
+  const addMasks = (r: CompiledRule) => {
+    for (const m of r.masks) {
+      const key = `${m.column ?? ''}|${m.detector ?? ''}|${m.resource ?? ''}|${m.field ?? ''}`;
+      if (!masks.has(key)) masks.set(key, m);
+    }
+  };
+  for (const a of actions) {
+    let deny: CompiledRule | null = null;
+    let review: CompiledRule | null = null;
+    let allow: CompiledRule | null = null;
+    for (const r of applicable) {
+      if (!actionMatches(r, a)) continue;
+      if (r.effect === 'deny') deny ??= r;
+      else if (r.effect === 'review') review ??= r;
+      else if (r.effect === 'allow') {
+        allow ??= r;
+        addMasks(r);
+      } else addMasks(r);
+    }
+    const chosen = deny ?? review ?? allow;
+    const effect: Effect = chosen ? (chosen.effect as Effect) : 'deny';
+    if (trace) {
+      trace.push({
+        action: describeAction(a),
+        effect,
+        rule: chosen?.ref ?? DEFAULT_DENY,
+        tried: policy.rules.map((r) => {
+          const failed = firstFailure(r, req, a);
+          return failed === undefined ? { rule: r.ref, effect: r.effect, matched: true } : { rule: r.ref, effect: r.effect, matched: false, failed };
+        }),
+      });
+    }
+    if (!worst || RANK[effect] > RANK[worst.effect]) worst = { effect, rule: chosen, action: a };
+  }
+  const w = worst as { effect: Effect; rule: CompiledRule | null; action: Action };
+  let decision: Decision;
+  if (!w.rule) {
+    const a = w.action;
+    decision = {
+      effect: 'deny',
+      rule: DEFAULT_DENY,
+      reason: a.kind === 'unparseable' ? `cannot decide: ${a.message}` : `no rule allows ${describeAction(a)}`,
+      masks: [],
+    };
+  } else {
+    decision = {
+      effect: w.effect,
+      rule: w.rule.ref,
+      reason: w.rule.reason ? fill(w.rule.reason, w.action) : `${describeAction(w.action)} (${w.rule.ref})`,
+      masks: w.effect === 'deny' ? [] : [...masks.values()],
+    };
+    if (w.rule.remedy) decision.remedy = fill(w.rule.remedy, w.action);
+  }
+  return { decision, actions, trace };
+}
+
+export function decide(policy: CompiledPolicy, req: PolicyRequest): Decision {
+  return evaluate(policy, req).decision;
+}
+
+/** Human-readable trace for `policy explain`. */
+export function explain(policy: CompiledPolicy, req: PolicyRequest): string {
+  const ev = evaluate(policy, req, true);
+  const lines: string[] = [];
+  lines.push(`request: ${req.protocol} ${req.identity.subject} [${req.identity.groups.join(', ')}] → ${req.target}`);
+  lines.push(`actions: ${ev.actions.length}`);
+  (ev.trace ?? []).forEach((t, i) => {
+    lines.push('');
+    lines.push(`action ${i + 1}: ${t.action}`);
+    lines.push(`  → ${t.effect} by ${t.rule}`);
+    for (const x of t.tried) {
+      lines.push(`    ${x.matched ? 'match' : '  -  '} ${x.effect.padEnd(6)} ${x.rule}${x.failed ? `  (${x.failed})` : ''}`);
+    }
+  });
+  lines.push('');
+  const d = ev.decision;
+  lines.push(`decision: ${d.effect} by ${d.rule}: ${d.reason}${d.remedy ? ` (remedy: ${d.remedy})` : ''}`);
+  if (d.masks.length) lines.push(`masks: ${d.masks.map((m) => `${m.column ?? m.detector ?? `${m.resource}.${m.field}`}→${m.strategy}`).join(', ')}`);
+  lines.push(`precedence: deny > review > allow; no allowing rule → ${DEFAULT_DENY}`);
+  return lines.join('\n');
+}
