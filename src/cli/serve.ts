@@ -10,6 +10,7 @@ import { YamlSource } from '../config/source.js';
 import { parseConfig } from '../config/config.js';
 import { Core } from '../core/core.js';
 import { lockDataDir } from '../core/lock.js';
+import { startControlServer } from '../control/server.js';
 import { createLogger } from '../core/log.js';
 import { initFacts } from '../policy/actions.js';
 import { IdentityService, parseBoundKey } from '../identity/index.js';
@@ -205,6 +206,8 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     } else res.writeHead(404).end();
   });
   const listeners: string[] = [];
+  const control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log });
+  listeners.push(`control socket ${config.control.socket}`);
   if (config.listen.http) {
     await listen(http, config.listen.http);
     listeners.push(`health and /metrics on http://${config.listen.http}`);
@@ -236,6 +239,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       stopping = true;
       log.info('stopping', { signal: sig });
       http.close();
+      await control.close().catch(() => undefined);
       await core.close().catch((e: unknown) => log.error('closing the core failed', { error: String(e) }));
       await openedStore.close().catch(() => undefined);
       await demo?.stop();

@@ -31,6 +31,7 @@ export class Core {
   readonly events = new EventBus();
   private policySnapshot: CompiledPolicy;
   private readonly sessions = new Map<string, SessionInfo>();
+  private readonly killers = new Map<string, (reason: string) => void>();
   readonly approvals: Approvals;
 
   private constructor(
@@ -76,8 +77,15 @@ export class Core {
     }
   }
 
-  async openSession(s: { protocol: Protocol; target: string; identity: Identity; remote?: string; meta?: Record<string, string> }): Promise<SessionInfo> {
-    const info: SessionInfo = { id: randomUUID(), openedAt: Date.now(), meta: {}, ...s };
+  /**
+   * Register a session (audited before it is usable). `kill` is how the core ends it (operator
+   * `kill`, revalidation failure, shutdown): the proxy closes the connection and then calls
+   * closeSession itself.
+   */
+  async openSession(s: { protocol: Protocol; target: string; identity: Identity; remote?: string; meta?: Record<string, string>; kill?: (reason: string) => void }): Promise<SessionInfo> {
+    const { kill, ...rest } = s;
+    const info: SessionInfo = { id: randomUUID(), openedAt: Date.now(), meta: {}, ...rest };
+    if (kill) this.killers.set(info.id, kill);
     await this.audit.append(
       { type: 'session.open', session: info.id, identity: info.identity, target: info.target, protocol: info.protocol, data: { remote: info.remote ?? null, ...info.meta } },
       { durable: true },
@@ -92,6 +100,7 @@ export class Core {
     const info = this.sessions.get(id);
     if (!info) return;
     this.sessions.delete(id);
+    this.killers.delete(id);
     const closedAt = Date.now();
     try {
       await this.audit.append({ type: 'session.close', session: id, identity: info.identity, target: info.target, protocol: info.protocol, data: { reason } }, { durable: true });
@@ -99,6 +108,15 @@ export class Core {
     } finally {
       this.events.emit('session.closed', { ...info, closedAt, reason });
     }
+  }
+
+  /** End a live session through its proxy. False when there is no such session. */
+  async killSession(id: string, reason: string): Promise<boolean> {
+    if (!this.sessions.has(id)) return false;
+    const k = this.killers.get(id);
+    if (k) k(reason);
+    else await this.closeSession(id, reason);
+    return true;
   }
 
   listSessions(): SessionInfo[] {
