@@ -32,10 +32,14 @@ export interface CompiledRule {
   actionKind: ActionKind | null;
   actionConds: Condition<Action>[];
   masks: MaskSpec[];
+  /** One key per mask (what it masks), to merge masks of several rules without duplicates. */
+  maskKeys: string[];
 }
 
 export interface CompiledPolicy {
   readonly rules: readonly CompiledRule[];
+  /** The rules that can apply to each protocol, in order (precomputed: the hot path skips the rest). */
+  readonly byProtocol: ReadonlyMap<Protocol, readonly CompiledRule[]>;
   readonly files: readonly string[];
   /** SHA-256 over the files' contents: the policy version recorded in audit events. */
   readonly version: string;
@@ -441,8 +445,12 @@ export function compilePolicySource(src: YamlSource, display: string): { rules: 
       requestConds: [...scope.conds, ...own.conds],
       actionKind,
       actionConds,
-      masks: compileMasks(r.masks, ref, src, [...path, 'masks'], problems),
+      masks: [],
+      maskKeys: [],
     });
+    const last = rules[rules.length - 1];
+    last.masks = compileMasks(r.masks, ref, src, [...path, 'masks'], problems);
+    last.maskKeys = last.masks.map((m) => `${m.column ?? ''}|${m.detector ?? ''}|${m.resource ?? ''}|${m.field ?? ''}`);
   });
   return { rules, problems };
 }
@@ -488,5 +496,7 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
   }
   if (files.length === 0) problems.push({ file: dir, line: 1, col: 1, field: '', message: 'no policy files (*.yaml) found: everything would be denied' });
   if (problems.length) throw new ConfigError(problems);
-  return Object.freeze({ rules: Object.freeze(rules), files: Object.freeze(files), version: hash.digest('hex').slice(0, 16), loadedAt: Date.now() });
+  const byProtocol = new Map<Protocol, CompiledRule[]>();
+  for (const p of ['postgres', 'ssh', 'kubernetes'] as const) byProtocol.set(p, rules.filter((r) => !r.protocols || r.protocols.has(p)));
+  return Object.freeze({ rules: Object.freeze(rules), byProtocol, files: Object.freeze(files), version: hash.digest('hex').slice(0, 16), loadedAt: Date.now() });
 }

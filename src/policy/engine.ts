@@ -21,6 +21,7 @@ export interface Evaluation {
 }
 
 function fill(template: string, a: Action): string {
+  if (!template.includes('{')) return template;
   return template.replace(/\{(\w+)\}/g, (whole, key: string) => {
     const v = placeholder(a, key);
     return v === undefined ? whole : v;
@@ -90,7 +91,9 @@ const RANK: Record<Effect, number> = { allow: 0, review: 1, deny: 2 };
 /** Decide one request against a compiled policy snapshot. Pure; never throws for bad input. */
 export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace = false): Evaluation {
   const actions = requestActions(req);
-  const applicable = policy.rules.filter((r) => ruleApplies(r, req));
+  const candidates = policy.byProtocol.get(req.protocol) ?? [];
+  const applicable: CompiledRule[] = [];
+  for (const r of candidates) if (ruleApplies(r, req)) applicable.push(r);
   const trace: ActionTrace[] | undefined = withTrace ? [] : undefined;
   if (actions.length === 0) {
     return { actions, trace, decision: { effect: 'deny', rule: DEFAULT_DENY, reason: 'empty request: nothing to decide', masks: [] } };
@@ -98,9 +101,9 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
   let worst: { effect: Effect; rule: CompiledRule | null; action: Action } | null = null;
   const masks = new Map<string, MaskSpec>();
   const addMasks = (r: CompiledRule) => {
-    for (const m of r.masks) {
-      const key = `${m.column ?? ''}|${m.detector ?? ''}|${m.resource ?? ''}|${m.field ?? ''}`;
-      if (!masks.has(key)) masks.set(key, m);
+    for (let i = 0; i < r.masks.length; i++) {
+      const key = r.maskKeys[i];
+      if (!masks.has(key)) masks.set(key, r.masks[i]);
     }
   };
   for (const a of actions) {
