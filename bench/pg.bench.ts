@@ -2,11 +2,15 @@
 // the server directly, through pgbouncer (when installed) and through Portcullis with the
 // reference policy and the audit log on; plus masking throughput on a wide customers scan.
 //
-//   npx tsx bench/pg.bench.ts [--seconds S] [--scale N] [--rounds R]
+//   npx tsx bench/pg.bench.ts [--seconds S] [--scale N] [--rounds R] [--only portcullis|pgbouncer]
+//                             [--modes simple,prepared] [--clients 1,8]
 //
 // Every case runs S seconds (default 5; pgbench -T), R rounds (default 1) interleaved, the best
 // TPS kept. p99 latency comes from pgbench's per-transaction log (-l) at 1 client. Ratios are
-// against the direct and pgbouncer figures of the same run.
+// against the direct and pgbouncer figures of the same run. pgbouncer (session pooling) runs
+// when /usr/sbin/pgbouncer exists (as the postgres user when this runs as root); otherwise the
+// table says why it is skipped. Everything shares the machine: on a small one, pgbench, the
+// server and the proxy compete for the same CPUs.
 
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';

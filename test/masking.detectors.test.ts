@@ -127,7 +127,7 @@ describe('email', () => {
     assert.deepEqual(found('email', 'user=bob@example.org&x'), ['bob@example.org']);
   });
   test('near misses', () => {
-    for (const near of ['user@localhost', 'a@b', '@example.com', 'john..doe@example.com', 'x@example.c0m', 'me@-bad.com', 'npm i @scope/pkg']) {
+    for (const near of ['user@localhost', 'a@b', '@example.com', 'john..doe@example.com', 'x@example.c0m', 'me@-bad.com', 'npm i @scope/pkg', 'https://u:pw@example.com/']) {
       assert.deepEqual(found('email', near), [], near);
     }
   });
@@ -255,6 +255,9 @@ describe('secret_assignment', () => {
     ['postgres://admin:pa55w0rd@db.internal:5432/shop', 'pa55w0rd'],
     ['redis://:s3cret@cache:6379', 's3cret'],
     ['spring.datasource.password=topsecret', 'topsecret'],
+    ['curl -u admin:s3cret https://api', 's3cret'],
+    ['curl --user="bob:pw-9" x', 'pw-9'],
+    ['curl -uadmin:pw7 https://x', 'pw7'],
   ];
   for (const [text, value] of cases) {
     test(`masks only the value in ${JSON.stringify(text)}`, () => {
@@ -274,6 +277,7 @@ describe('secret_assignment', () => {
       'bypass=1',
       'author=jane',
       'ssh://git@github.com/org/repo',
+      'git log --user-agent:x',
     ]) {
       assert.deepEqual(found('secret_assignment', near), [], near);
     }

@@ -157,6 +157,14 @@ describe('detector rules by column type', () => {
     assert.deepEqual(str(reencoded), ['1', '7', '2', '3', '4'], 'binary cells advertised as text are re-sent as text');
   });
 
+  test('createRowMasker takes the HMAC key directly', () => {
+    const rm = createRowMasker([{ column: 'e', typeOid: 25, format: 'text' }], [{ column: 'e', strategy: 'hash', rule: 'r' }], { hmacKey: KEY });
+    const out = rm([b('x@y.io')])[0]!;
+    assert.match(out.toString(), /^[0-9a-f]{16}$/);
+    const viaMasker = new Masker({ masks: [{ column: 'e', strategy: 'hash', rule: 'r' }], hmacKey: KEY }).rowMasker([{ column: 'e', typeOid: 25, format: 'text' }]);
+    assert.deepEqual(viaMasker([b('x@y.io')])[0], out, 'same key, same hash');
+  });
+
   test('a card in an int8 column with hash: a deterministic integer', () => {
     const m = new Masker({ masks: [{ detector: 'card', strategy: 'hash', rule: 'r' }], hmacKey: KEY });
     const rm = m.rowMasker([{ column: 'n', typeOid: 20, format: 'binary' }]);

@@ -162,7 +162,7 @@ describe('timers: interactive echo keeps flowing, candidates are held or masked'
 
   test('a weak candidate is released by the timer; a strong one is held, then masked whole', async () => {
     const c = collect();
-    const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 2, holdMaxMs: 150 });
+    const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 2, holdMaxMs: 600 });
     s.write('user john');
     assert.equal(c.text(), 'user ', 'the trailing word is held: it could become an email');
     await sleep(40);
@@ -170,7 +170,7 @@ describe('timers: interactive echo keeps flowing, candidates are held or masked'
     s.write(' card 4111 1111');
     await sleep(40);
     assert.equal(c.text(), 'user john card ', '6+ digits in a card-shaped run: still held');
-    await sleep(300);
+    await sleep(1200);
     assert.equal(c.text(), 'user john card **** ****', 'idle past holdMaxMs: masked whole');
     s.write(' 1111 1111\nnext');
     s.end();
@@ -190,7 +190,7 @@ describe('timers: interactive echo keeps flowing, candidates are held or masked'
 
   test('a typed secret value after password= is never echoed', async () => {
     const c = collect();
-    const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 1, holdMaxMs: 100 });
+    const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 1, holdMaxMs: 2000 });
     for (const ch of 'PASSWORD=hunter2') {
       s.write(ch);
       await sleep(5);
@@ -258,6 +258,22 @@ describe('lifecycle and fail closed', () => {
     s.write('after\n');
     s.end();
     assert.equal(c.text(), 'fine\n[REDACTED:masking-error]after\n');
+  });
+
+  test('a consumer that throws during a timer flush reaches onError, not the process', async () => {
+    const errors: unknown[] = [];
+    const s = masker.streamMasker({
+      onOutput: () => {
+        throw new Error('consumer gone');
+      },
+      onError: (e) => errors.push(e),
+      flushAfterMs: 1,
+    });
+    assert.throws(() => s.write('x '), /consumer gone/, 'emitted synchronously: the throw reaches the writer');
+    s.write('word'); // held: a word could be an email's local part
+    await sleep(40);
+    assert.equal(errors.length, 1, 'the held word was flushed by the timer');
+    assert.match(String(errors[0]), /consumer gone/);
   });
 
   test('options are validated', () => {

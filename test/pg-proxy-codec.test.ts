@@ -42,6 +42,7 @@ import {
 import { md5PasswordResponse, ScramClient } from '../src/proxy/postgres/scram.js';
 import { CopyOutMasker, joinCsvRow, joinTextRow, splitCsvRow, splitTextRow, type CopyOptions } from '../src/proxy/postgres/copy.js';
 import { splitOptions } from '../src/proxy/postgres/session.js';
+import { SessionMasks, rewriteRowDescription } from '../src/proxy/postgres/maskstate.js';
 
 function onlyProtocolErrors(fn: () => void): void {
   try {
@@ -274,5 +275,56 @@ describe('COPY rows', () => {
     const all = Buffer.concat([header, row, trailer]);
     const out = Buffer.concat([...m.push(all.subarray(0, 20)), ...m.push(all.subarray(20))]);
     assert.deepEqual(out, Buffer.concat([header, Buffer.from([0, 2, 0, 0, 0, 2, 0x5a, 0x5a, 0xff, 0xff, 0xff, 0xff]), trailer]));
+  });
+});
+
+describe('session masks', () => {
+  const fields: FieldDescription[] = [
+    { name: 'id', tableOid: 1, attnum: 1, typeOid: 23, typlen: 4, typmod: -1, format: 0 },
+    { name: 'ssn', tableOid: 1, attnum: 2, typeOid: 20, typlen: 8, typmod: -1, format: 1 },
+    { name: 'total', tableOid: 1, attnum: 3, typeOid: 20, typlen: 8, typmod: -1, format: 1 },
+  ];
+  const cols = [
+    { table: 'public.people', column: 'id', typeOid: 23, format: 'text' as const },
+    { table: 'public.people', column: 'ssn', typeOid: 20, format: 'binary' as const },
+    { table: 'public.people', column: 'total', typeOid: 20, format: 'binary' as const },
+  ];
+  const int8 = (v: bigint): Buffer => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64BE(v);
+    return b;
+  };
+
+  test('a column rule on a type that cannot hold the mask: advertised as text, value sent as text', () => {
+    const m = new SessionMasks(undefined, 'text');
+    m.add([{ column: 'public.people.ssn', strategy: 'redact', rule: 't:ssn' }, { detector: 'card', strategy: 'last4', rule: 't:card' }]);
+    const rm = m.rowMasker(cols);
+    assert.deepEqual([...rm.advertisedTypes], [23, 25, 20]);
+    const rd = rewriteRowDescription(fields, rm)!;
+    const back = decodeRowDescription(rd.subarray(5));
+    assert.deepEqual(back.map((f) => [f.typeOid, f.typlen, f.format]), [[23, 4, 0], [25, -1, 1], [20, 8, 1]]);
+    const out = rm([Buffer.from('7'), int8(123456789n), int8(4111111111111111n)]);
+    assert.equal(out[0]!.toString(), '7');
+    assert.ok(!out[1]!.toString('utf8').includes('123456789'));
+    assert.equal(out[2], null, 'a card in an int8 (binary) becomes NULL, the column stays int8');
+    const plain = rm([Buffer.from('8'), null, int8(1000n)]);
+    assert.equal(plain[2]!.readBigInt64BE(0), 1000n);
+  });
+
+  test("'preserve': the column keeps its type and a value it cannot hold is NULL", () => {
+    const m = new SessionMasks(undefined, 'preserve');
+    m.add([{ column: 'public.people.ssn', strategy: 'redact', rule: 't:ssn' }]);
+    const rm = m.rowMasker(cols);
+    assert.deepEqual([...rm.advertisedTypes], [23, 20, 20]);
+    assert.equal(rewriteRowDescription(fields, rm), null);
+    assert.equal(rm([Buffer.from('7'), int8(123456789n), int8(5n)])[1], null);
+  });
+
+  test('an expression column (no origin) is scanned by the default detectors when column rules exist', () => {
+    const m = new SessionMasks(undefined, 'text');
+    m.add([{ column: 'public.customers.email', strategy: 'partial', rule: 't:email' }]);
+    const rm = m.rowMasker([{ column: 'lower', typeOid: 25, format: 'text' }]);
+    const out = rm([Buffer.from('jane.doe@example.com')])[0]!.toString();
+    assert.ok(!out.includes('jane.doe'), out);
   });
 });

@@ -27,12 +27,15 @@ import {
   decodeDataRow,
   decodeNoticeFields,
   encodeBind,
+  encodeCancelRequest,
+  encodeCopyData,
   encodeDescribe,
   encodeExecute,
   encodeParse,
   encodePasswordMessage,
   encodeQuery,
   encodeStartupMessage,
+  emptyBackendMessage,
   noticeField,
   type Frame,
 } from '../src/proxy/postgres/codec.js';
@@ -140,6 +143,7 @@ class Raw {
   private readonly reader = new FrameReader();
   private waiters: (() => void)[] = [];
   closed = false;
+  key: { pid: number; secret: Buffer } | null = null;
   private constructor(readonly sock: net.Socket) {
     sock.on('data', (d: Buffer) => {
       this.reader.push(d);
@@ -167,7 +171,9 @@ class Raw {
     const auth = await r.next();
     assert.equal(auth.type, B.Authentication);
     sock.write(encodePasswordMessage(token));
-    await r.until(B.ReadyForQuery);
+    const login = await r.until(B.ReadyForQuery);
+    const k = login.find((f) => f.type === B.BackendKeyData);
+    if (k) r.key = { pid: k.body.readInt32BE(0), secret: Buffer.from(k.body.subarray(4)) };
     return r;
   }
   async next(timeoutMs = 20_000): Promise<Frame> {
@@ -248,6 +254,34 @@ describe('extended protocol', () => {
     } finally {
       r.close();
     }
+  });
+
+  test("JDBC's first statement (SET application_name, extended protocol) runs and is reported", async () => {
+    const r = await Raw.connect();
+    try {
+      r.send(encodeParse('', "SET application_name = 'PostgreSQL JDBC Driver'"), encodeBind('', ''), encodeExecute('', 1), SYNC);
+      const fs = await r.until(B.ReadyForQuery);
+      assert.match(types(fs), /^12CS?Z$/);
+      r.send(encodeQuery("SELECT current_setting('application_name')"));
+      const q = await r.until(B.ReadyForQuery);
+      assert.equal(decodeDataRow(q.find((f) => f.type === B.DataRow)!.body)[0]!.toString(), 'PostgreSQL JDBC Driver');
+    } finally {
+      r.close();
+    }
+  });
+
+  test('column types stay valid: a card number found in an int8 is NULL, other int8 columns keep their type', async () => {
+    await withAgent(async (c) => {
+      for (const binary of [false, true]) {
+        const r = await c.query({ text: 'SELECT 4111111111111111::int8 AS card, 42::int8 AS n, $1::text AS t', values: ['x'], binary } as pg.QueryConfig);
+        assert.equal(r.fields[0]!.dataTypeID, 20);
+        assert.equal(r.fields[1]!.dataTypeID, 20);
+        assert.equal(r.rows[0].card, null, `binary ${binary}`);
+        assert.equal(String(r.rows[0].n), '42');
+      }
+      const text = await c.query("SELECT 'card 4111111111111111 here' AS note");
+      assert.equal(text.rows[0].note, 'card ************1111 here');
+    });
   });
 
   test('a cursor fetched in chunks (Execute with a row limit, PortalSuspended) is masked in every chunk', async () => {
@@ -370,6 +404,88 @@ describe('review holds', () => {
   });
 });
 
+describe('more protocol paths', () => {
+  test('COPY … FROM STDIN through the bastion', async () => {
+    const r = await Raw.connect();
+    try {
+      r.send(encodeQuery('COPY orders (customer_id, amount, status, created_at) FROM STDIN'));
+      const start = await r.until(B.CopyInResponse);
+      assert.equal(types(start), 'G');
+      r.send(encodeCopyData(Buffer.from('3\t9.99\tcopy-in\t2024-01-01\n3\t1.00\tcopy-in\t2024-01-02\n')), emptyBackendMessage(0x63));
+      const done = await r.until(B.ReadyForQuery);
+      assert.equal(decodeCommandComplete(done.find((f) => f.type === B.CommandComplete)!.body), 'COPY 2');
+    } finally {
+      r.close();
+    }
+    const n = await direct(async (c) => (await c.query("SELECT count(*)::int AS n FROM orders WHERE status = 'copy-in'")).rows[0].n as number);
+    assert.equal(n, 2);
+  });
+
+  test('COPY … TO STDOUT in the extended protocol is masked too', async () => {
+    const real = await direct(async (c) => (await c.query('SELECT email FROM customers ORDER BY id LIMIT 3')).rows.map((x) => x.email as string));
+    const r = await Raw.connect();
+    try {
+      r.send(encodeParse('', 'COPY (SELECT email FROM customers ORDER BY id LIMIT 3) TO STDOUT'), encodeBind('', ''), encodeExecute(''), SYNC);
+      const fs = await r.until(B.ReadyForQuery);
+      assert.equal(types(fs), '12HdddcCZ');
+      const lines = fs.filter((f) => f.type === B.CopyData).map((f) => f.body.toString('utf8').trim());
+      lines.forEach((l, i) => {
+        assert.notEqual(l, real[i]);
+        assert.match(l, /^[^@*]\*+@/);
+      });
+    } finally {
+      r.close();
+    }
+  });
+
+  test('cancel while held for approval: 57014, the approval is withdrawn', async () => {
+    const created = new Promise<string>((resolve) => core.approvals.once('created', (rec) => resolve(rec.id)));
+    const r = await Raw.connect();
+    try {
+      r.send(encodeQuery('DELETE FROM customers WHERE id = 424242'));
+      const id = await created;
+      const c = net.connect({ host: '127.0.0.1', port: proxy.port });
+      await new Promise<void>((resolve) => c.once('connect', () => resolve()));
+      c.end(encodeCancelRequest(r.key!.pid, r.key!.secret));
+      const fs = await r.until(B.ReadyForQuery);
+      assert.equal(errorOf(fs).code, '57014');
+      assert.equal((await store.approvals.get(id))?.state, 'expired');
+      r.send(encodeQuery('SELECT 1'));
+      assert.equal(types(await r.until(B.ReadyForQuery)), 'TDCZ');
+    } finally {
+      r.close();
+    }
+  });
+
+  test('GSSENCRequest is declined and a 3.2 startup is negotiated down to 3.0', async () => {
+    const sock = net.connect({ host: '127.0.0.1', port: proxy.port });
+    await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    const reader = new FrameReader();
+    const got: Buffer[] = [];
+    sock.on('data', (d: Buffer) => got.push(d));
+    const gss = Buffer.alloc(8);
+    gss.writeInt32BE(8, 0);
+    gss.writeInt32BE(80877104, 4);
+    sock.write(gss);
+    for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(Buffer.concat(got).toString('latin1'), 'N');
+    got.length = 0;
+    const startup = encodeStartupMessage([['user', 'demo-agent'], ['database', 'shop'], ['_pq_.test_option', 'x']]);
+    startup.writeInt32BE((3 << 16) | 2, 4);
+    sock.write(startup);
+    for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((res) => setTimeout(res, 20));
+    reader.push(Buffer.concat(got));
+    const v = reader.next()!;
+    assert.equal(String.fromCharCode(v.type), 'v');
+    assert.equal(v.body.readInt32BE(0), 0);
+    assert.equal(v.body.readInt32BE(4), 1);
+    assert.equal(v.body.toString('utf8', 8, v.body.length - 1), '_pq_.test_option');
+    const auth = reader.next()!;
+    assert.equal(auth.type, B.Authentication);
+    sock.destroy();
+  });
+});
+
 describe('cancel, COPY, search_path, startup settings', () => {
   test('psql ^C cancels a long pg_sleep through the bastion', async () => {
     const started = Date.now();
@@ -408,6 +524,10 @@ describe('cancel, COPY, search_path, startup settings', () => {
       assert.ok(!csv.stdout.includes(row.email), `email ${row.email} leaked`);
       assert.ok(!csv.stdout.includes(row.card_number), `card leaked`);
     }
+    // a COPY that fails reports its error once (the bastion's describe of it stays silent)
+    const bad = await psql('COPY (SELECT nosuchcol FROM customers) TO STDOUT');
+    assert.notEqual(bad.code, 0);
+    assert.equal(bad.stderr.match(/column "nosuchcol" does not exist/g)?.length, 1, bad.stderr);
   });
 
   test('search_path is followed: scratch DDL allowed, and a rolled-back SET does not fool the policy', async () => {
@@ -422,9 +542,50 @@ describe('cancel, COPY, search_path, startup settings', () => {
       const e = await rejects(c.query('CREATE TABLE sp_bad (x int)'));
       assert.equal(e.code, '42501', 'the real search_path is back to public');
       await c.query('ROLLBACK');
+      // inside a transaction, a SET that succeeded is followed exactly
+      await c.query('BEGIN');
+      await c.query('SET search_path = scratch');
+      await c.query('CREATE TABLE sp_tx (x int)');
+      await c.query('COMMIT');
+      // SET LOCAL ends with its transaction
+      await c.query('RESET search_path');
+      await c.query('BEGIN');
+      await c.query('SET LOCAL search_path = scratch');
+      await c.query('COMMIT');
+      const e2 = await rejects(c.query('CREATE TABLE sp_local (x int)'));
+      assert.equal(e2.code, '42501', 'after COMMIT the SET LOCAL is gone');
+      // a path confirmed inside a transaction does not survive its ROLLBACK
+      await c.query('BEGIN');
+      await c.query('SAVEPOINT b');
+      await c.query('SET search_path = scratch');
+      await c.query('RELEASE SAVEPOINT b');
+      await c.query('SAVEPOINT c');
+      await c.query('ROLLBACK TO SAVEPOINT c');
+      await c.query('CREATE TABLE sp_in_tx (x int)');
+      await c.query('ROLLBACK');
+      const e3 = await rejects(c.query('CREATE TABLE sp_after_rollback (x int)'));
+      assert.equal(e3.code, '42501', 'after ROLLBACK the path is public again');
     });
-    const where = await direct(async (c) => (await c.query("SELECT table_schema FROM information_schema.tables WHERE table_name IN ('sp_ok', 'sp_bad')")).rows.map((r) => r.table_schema as string));
-    assert.deepEqual(where, ['scratch']);
+    const where = await direct(async (c) => (await c.query("SELECT table_name, table_schema FROM information_schema.tables WHERE table_name IN ('sp_ok', 'sp_bad', 'sp_tx', 'sp_local') ORDER BY 1")).rows.map((r) => `${r.table_schema}.${r.table_name}`));
+    assert.deepEqual(where, ['scratch.sp_ok', 'scratch.sp_tx']);
+  });
+
+  test('pipelined statements after a search_path change are decided safely', async () => {
+    const r = await Raw.connect();
+    try {
+      // simple protocol: the SET is rolled back with its failing string; the next one waits for that
+      r.send(encodeQuery('SET search_path = scratch; SELECT 1/0'), encodeQuery('CREATE TABLE pipe_sp (x int)'));
+      assert.equal(errorOf(await r.until(B.ReadyForQuery)).code, '22012');
+      assert.equal(errorOf(await r.until(B.ReadyForQuery)).code, '42501');
+      // extended protocol, one pipeline: decided under both possible paths, the stricter wins
+      r.send(encodeParse('', 'SET search_path = scratch'), encodeBind('', ''), encodeExecute(''), encodeParse('', 'CREATE TABLE pipe_sp2 (x int)'), encodeBind('', ''), encodeExecute(''), SYNC);
+      const fs = await r.until(B.ReadyForQuery);
+      assert.equal(errorOf(fs).code, '42501');
+    } finally {
+      r.close();
+    }
+    const n = await direct(async (c) => (await c.query("SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('pipe_sp', 'pipe_sp2')")).rows[0].n as number);
+    assert.equal(n, 0);
   });
 
   test('startup settings are decided like SET: -c role=… refuses the connection', async () => {

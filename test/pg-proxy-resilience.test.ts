@@ -5,15 +5,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Core } from '../src/core/core.js';
 import { createLogger } from '../src/core/log.js';
-import { createApiToken, verifyApiToken } from '../src/identity/tokens.js';
-import { IdentityError } from '../src/identity/errors.js';
+import { IdentityService, defaultIdentityConfig } from '../src/identity/index.js';
 import { initFacts } from '../src/policy/actions.js';
 import type { Identity } from '../src/policy/types.js';
 import { openStore } from '../src/store/index.js';
@@ -33,10 +32,11 @@ let proxy: PostgresProxy;
 let token: string;
 const extra: PostgresProxy[] = [];
 
-async function authenticate(user: string, password: string): Promise<Identity> {
-  const rec = await verifyApiToken(store, password, Date.now());
-  if (rec.subject !== user) throw new IdentityError('subject_mismatch', `the token belongs to ${rec.subject}, not ${user}`);
-  return { subject: rec.subject, groups: rec.groups, authMethod: 'api-token' };
+let identity: IdentityService;
+
+/** The wiring serve uses: the agent's password is a bearer token for src/identity. */
+function authenticate(user: string, password: string, ctx: { remote: string }): Promise<Identity> {
+  return identity.verifyBearer(password, { remote: ctx.remote, protocol: 'postgres', userHint: user });
 }
 
 function shop(): PostgresProxyOptions['targets'] {
@@ -57,7 +57,8 @@ before(async () => {
   cpSync('examples/policies', policiesDir, { recursive: true });
   store = await openStore(dataDir);
   core = await Core.open({ dataDir, policiesDir, audit: { sync: 'writes', intervalMs: 50, checkpointEvery: 1000 }, store, log, approvalTimeoutMs: 20_000 });
-  token = (await createApiToken(store, { subject: 'demo-agent', groups: ['agents'] }, Date.now())).token;
+  identity = new IdentityService(defaultIdentityConfig(), store);
+  token = (await identity.createToken({ subject: 'demo-agent', groups: ['agents'] })).token;
   proxy = await startPostgresProxy(core, { port: 0, allowPlaintext: true, dataDir, log, authenticate, targets: shop() });
 });
 
@@ -161,6 +162,36 @@ describe('TLS and credentials', () => {
     assert.notEqual(wrongName.code, 0);
   });
 
+  test('TLS to the upstream (target tls with the server CA, host name checked)', async () => {
+    const key = join(root, 'up-key.pem');
+    const cert = join(root, 'up-cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const dataDir = db.server.dataDir;
+    const owner = statSync(dataDir);
+    for (const [src, name] of [[key, 'server.key'], [cert, 'server.crt']] as const) {
+      const dst = join(dataDir, name);
+      writeFileSync(dst, readFileSync(src), { mode: 0o600 });
+      chownSync(dst, owner.uid, owner.gid);
+    }
+    await direct(async (c) => {
+      await c.query('ALTER SYSTEM SET ssl = on');
+      await c.query('SELECT pg_reload_conf()');
+    });
+    await waitFor('the server to accept TLS', async () => direct(async (c) => (await c.query('SHOW ssl')).rows[0].ssl === 'on'));
+    const p = await another({ targets: (n) => (n === 'shop' ? { host: db.host, port: db.port, database: 'shop', user: db.user, password: db.password, tls: { mode: 'verify-full', ca: readFileSync(cert) } } : undefined) });
+    const r = await psql(p.port, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 't');
+    const masked = await psql(p.port, 'SELECT email FROM customers WHERE id = 1');
+    assert.match(masked.stdout.trim(), /^[^@*]\*+@/);
+    const other = join(root, 'other-cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(root, 'other-key.pem'), '-out', other, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+    const bad = await another({ targets: (n) => (n === 'shop' ? { host: db.host, port: db.port, database: 'shop', user: db.user, password: db.password, tls: { mode: 'verify-full', ca: readFileSync(other) } } : undefined) });
+    const b = await psql(bad.port, 'SELECT 1');
+    assert.notEqual(b.code, 0);
+    assert.match(b.stderr, /target shop unreachable: TLS to 127\.0\.0\.1:\d+ failed/);
+  });
+
   test('a wrong token: 28P01 with the reason, connection closed', async () => {
     const r = await psql(proxy.port, 'SELECT 1', { PGPASSWORD: 'pcat_0123456789abcdef_' + 'A'.repeat(43) });
     assert.notEqual(r.code, 0);
@@ -169,10 +200,11 @@ describe('TLS and credentials', () => {
   });
 
   test('another subject\'s token: refused', async () => {
-    const other = (await createApiToken(store, { subject: 'someone-else', groups: ['agents'] }, Date.now())).token;
+    const other = (await identity.createToken({ subject: 'someone-else', groups: ['agents'] })).token;
     const r = await psql(proxy.port, 'SELECT 1', { PGPASSWORD: other });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /password authentication failed/);
+    assert.match(r.stderr, /does not match the credential's subject/);
   });
 
   test('target routing: dbname shop, shop@postgres; unknown target 3D000', async () => {
@@ -240,6 +272,32 @@ describe('upstream login methods', () => {
       writeFileSync(hba, original);
       await direct(async (c) => void (await c.query('SELECT pg_reload_conf()')));
     }
+  });
+});
+
+describe('session limits', () => {
+  test('idle timeout closes an idle session (57P05)', async () => {
+    const p = await another({ session: { idleTimeoutMs: 600 } });
+    const c = await rawLogin(p.port);
+    const closed = new Promise<void>((r) => c.sock.once('close', () => r()));
+    await closed;
+    let code: string | undefined;
+    for (let f = c.reader.next(); f; f = c.reader.next()) if (f.type === B.ErrorResponse) code = noticeField(decodeNoticeFields(f.body), 'C');
+    assert.equal(code, '57P05');
+  });
+
+  test('a revoked token ends its open session at the next revalidation (28000)', async () => {
+    const t = await identity.createToken({ subject: 'demo-agent', groups: ['agents'] });
+    const p = await another({ session: { revalidateMs: 200, revalidate: (id) => identity.check(id) } });
+    const c = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'demo-agent', password: t.token, database: 'shop' });
+    const ended = new Promise<Error>((resolve) => c.once('error', resolve));
+    await c.connect();
+    assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
+    await identity.revokeToken(t.record.id);
+    const e = (await ended) as Error & { code?: string };
+    assert.equal(e.code, '28000');
+    assert.match(e.message, /credential is no longer valid: token revoked at/);
+    await c.end().catch(() => undefined);
   });
 });
 

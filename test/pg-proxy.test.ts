@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import { IdentityError } from '../src/identity/errors.js';
 import { initFacts } from '../src/policy/actions.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
-import { startPostgresProxy, type PostgresProxy } from '../src/proxy/postgres/index.js';
+import { CORE_STATEMENT_EVENT, startPostgresProxy, type PostgresProxy } from '../src/proxy/postgres/index.js';
 import { readTranscript, type StatementEntry } from '../src/proxy/postgres/transcript.js';
 import { withPostgres } from './harness/pg.js';
 
@@ -30,6 +31,7 @@ let core: Core;
 let proxy: PostgresProxy;
 let token: string;
 const statements: StatementEntry[] = [];
+const coreStatements: StatementEntry[] = [];
 
 async function authenticate(user: string, password: string): Promise<{ subject: string; groups: string[]; authMethod: string }> {
   const rec = await verifyApiToken(store, password, Date.now());
@@ -55,6 +57,7 @@ before(async () => {
     targets: (name) => (name === 'shop' ? { host: db.host, port: db.port, database: 'shop', user: db.user, password: db.password } : undefined),
   });
   proxy.events.on('statement', (e) => statements.push(e));
+  (core.events as unknown as EventEmitter).on(CORE_STATEMENT_EVENT, (e: StatementEntry) => coreStatements.push(e));
 });
 
 after(async () => {
@@ -163,6 +166,15 @@ describe('allowed reads, masked', () => {
     });
   });
 
+  test("psql's \\d (catalog queries) works through the bastion", async () => {
+    const r = await psql('\\d customers');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /card_number\|text/);
+    const l = await psql('\\dt');
+    assert.equal(l.code, 0, l.stderr);
+    assert.match(l.stdout, /public\|customers\|table/);
+  });
+
   test('a card number anywhere (not a known column) is masked by the detector', async () => {
     const card = (await (await db.connect()).query('SELECT card_number FROM customers WHERE id = 3')).rows[0].card_number as string;
     const r = await psql(`SELECT 'paid with ${card} yesterday' AS note`);
@@ -229,20 +241,35 @@ describe('denials through the wire', () => {
 });
 
 describe('the session is recorded', () => {
+  test('extended protocol: one entry per execution, bound parameters masked', async () => {
+    const card = (await (await db.connect()).query('SELECT card_number FROM customers WHERE id = 4')).rows[0].card_number as string;
+    await withAgent(async (c) => {
+      const r = await c.query('SELECT id FROM customers WHERE card_number = $1', [card]);
+      assert.equal(r.rows[0].id, 4);
+    });
+    const entry = statements.find((s) => s.protocol === 'extended' && s.statement.includes('card_number = $1'));
+    assert.ok(entry, 'an extended-protocol statement event');
+    assert.equal(entry.rows, 1);
+    assert.equal(entry.params?.length, 1);
+    assert.ok(!entry.params![0]!.includes(card), `the card number leaked into the transcript: ${entry.params![0]}`);
+    assert.ok(entry.params![0]!.endsWith(card.slice(-4)));
+  });
+
   test('transcript lines: statements as audited, decisions, row counts, masked samples', async () => {
     const real = (await (await db.connect()).query('SELECT email FROM customers WHERE id = 5')).rows[0].email as string;
     const r = await psql('SELECT id, email FROM customers WHERE id = 5');
     assert.equal(r.code, 0, r.stderr);
     const entry = statements.find((s) => s.statement.includes('WHERE id = 5') && s.protocol === 'simple');
     assert.ok(entry, 'a statement event');
+    assert.ok(coreStatements.includes(entry), 'also on the core event bus');
     assert.equal(entry.decision.effect, 'allow');
     assert.equal(entry.rows, 1);
     assert.ok(entry.sample && entry.sample.length === 1);
     assert.equal(entry.sample[0]![0], '5');
     assert.notEqual(entry.sample[0]![1], real);
     const file = join(dataDir, 'recordings', `${entry.session}.pg.jsonl`);
-    await new Promise((r2) => setTimeout(r2, 200));
-    assert.ok(existsSync(file));
+    // the session closes (and its transcript ends) shortly after psql exits
+    for (let i = 0; i < 200 && !(existsSync(file) && readTranscript(file).some((l) => l.type === 'end')); i++) await new Promise((r2) => setTimeout(r2, 50));
     const lines = readTranscript(file);
     assert.equal(lines[0]!.type, 'session');
     assert.ok(lines.some((l) => l.type === 'statement' && l.statement.includes('WHERE id = 5')));

@@ -4,6 +4,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { PortcullisError, type ShellCommand } from '../src/policy/types.js';
 import { DYNAMIC, clearShellFactsCache, parseFlags, shellFacts, shellFactsCached } from '../src/policy/shell/index.js';
@@ -47,13 +50,14 @@ const CASES: [string, Expect[]][] = [
   ['echo "a;rm -rf b"', [{ program: 'echo', args: ['a;rm -rf b'], flags: [] }]],
   ["echo 'rm -rf /' | cat", [{ program: 'echo', args: ['rm -rf /'] }, { program: 'cat', stdin: 'pipe', pipedFrom: 'echo' }]],
   // --- pipelines
-  ['curl -s http://x | bash', [{ program: 'curl', args: ['-s', 'http://x'], flags: ['s'], stdin: null }, { program: 'bash', args: [], stdin: 'pipe', pipedFrom: 'curl' }]],
-  ['wget -qO- x | sh', [{ program: 'wget', flags: ['q', 'O'] }, { program: 'sh', stdin: 'pipe', pipedFrom: 'wget' }]],
-  ['cat x | sudo bash', [{ program: 'cat', stdin: null }, { program: 'sudo', args: ['bash'], stdin: 'pipe', pipedFrom: 'cat', wrappers: [] }, { program: 'bash', stdin: 'pipe', pipedFrom: 'cat', wrappers: ['sudo'] }]],
+  // A shell reading a pipe runs commands known only at run time: a dynamic command follows it.
+  ['curl -s http://x | bash', [{ program: 'curl', args: ['-s', 'http://x'], flags: ['s'], stdin: null }, { program: 'bash', args: [], stdin: 'pipe', pipedFrom: 'curl' }, { program: null, dynamic: true, wrappers: ['bash |'], stdin: 'pipe', pipedFrom: 'curl' }]],
+  ['wget -qO- x | sh', [{ program: 'wget', flags: ['q', 'O'] }, { program: 'sh', stdin: 'pipe', pipedFrom: 'wget' }, { program: null, dynamic: true, wrappers: ['sh |'] }]],
+  ['cat x | sudo bash', [{ program: 'cat', stdin: null }, { program: 'sudo', args: ['bash'], stdin: 'pipe', pipedFrom: 'cat', wrappers: [] }, { program: 'bash', stdin: 'pipe', pipedFrom: 'cat', wrappers: ['sudo'] }, { program: null, dynamic: true, wrappers: ['sudo', 'bash |'] }]],
   ['a | b | c', [{ program: 'a', stdin: null, pipedFrom: null }, { program: 'b', stdin: 'pipe', pipedFrom: 'a' }, { program: 'c', stdin: 'pipe', pipedFrom: 'b' }]],
-  ['cat x |& sh', [{ program: 'cat' }, { program: 'sh', stdin: 'pipe', pipedFrom: 'cat' }]],
-  ['sudo curl x | sh', [{ program: 'sudo' }, { program: 'curl', wrappers: ['sudo'] }, { program: 'sh', stdin: 'pipe', pipedFrom: 'curl' }]],
-  ['curl x | (cat | sh)', [{ program: 'curl' }, { program: 'cat', stdin: 'pipe', pipedFrom: 'curl', context: 'subshell' }, { program: 'sh', stdin: 'pipe', pipedFrom: 'cat', context: 'subshell' }]],
+  ['cat x |& sh', [{ program: 'cat' }, { program: 'sh', stdin: 'pipe', pipedFrom: 'cat' }, { program: null, dynamic: true }]],
+  ['sudo curl x | sh', [{ program: 'sudo' }, { program: 'curl', wrappers: ['sudo'] }, { program: 'sh', stdin: 'pipe', pipedFrom: 'curl' }, { program: null, dynamic: true }]],
+  ['curl x | (cat | sh)', [{ program: 'curl' }, { program: 'cat', stdin: 'pipe', pipedFrom: 'curl', context: 'subshell' }, { program: 'sh', stdin: 'pipe', pipedFrom: 'cat', context: 'subshell' }, { program: null, dynamic: true, context: 'subshell' }]],
   ['curl x | { a; b; }', [{ program: 'curl' }, { program: 'a', stdin: 'pipe', pipedFrom: 'curl' }, { program: 'b', stdin: 'pipe', pipedFrom: 'curl' }]],
   ['curl x | sh < /dev/null', [{ program: 'curl' }, { program: 'sh', stdin: 'file', pipedFrom: null, redirects: [{ op: '<', target: '/dev/null' }] }]],
   // --- substitutions
@@ -67,7 +71,7 @@ const CASES: [string, Expect[]][] = [
   ['echo $(( $(rm -rf x) + 1 ))', [{ program: 'echo', args: [D] }, rmrf('x', { context: 'subst' })]],
   ['(( 1 + 2 ))', []],
   ['diff <(ls a) <(ls b)', [{ program: 'diff', args: [D, D] }, { program: 'ls', args: ['a'], context: 'proc-subst' }, { program: 'ls', args: ['b'], context: 'proc-subst' }]],
-  ['curl x | tee >(sh) > /dev/null', [{ program: 'curl' }, { program: 'tee', args: [D], stdin: 'pipe' }, { program: 'sh', context: 'proc-subst', stdin: 'pipe', pipedFrom: 'tee' }]],
+  ['curl x | tee >(sh) > /dev/null', [{ program: 'curl' }, { program: 'tee', args: [D], stdin: 'pipe' }, { program: 'sh', context: 'proc-subst', stdin: 'pipe', pipedFrom: 'tee' }, { program: null, dynamic: true, wrappers: ['sh |'], context: 'proc-subst' }]],
   ['cat <<EOF\n$(rm -rf /)\nEOF', [{ program: 'cat', stdin: 'heredoc', redirects: [{ op: '<<', target: 'EOF' }] }, rmrf('/', { context: 'subst', stdin: null })]],
   ["cat <<'EOF'\n$(rm -rf /)\nEOF", [{ program: 'cat', stdin: 'heredoc' }]],
   // --- shells running strings
@@ -83,6 +87,16 @@ const CASES: [string, Expect[]][] = [
   ["sh <<'EOF'\nrm -rf /\nEOF", [{ program: 'sh', stdin: 'heredoc' }, rmrf('/', { wrappers: ['sh <<'], stdin: 'heredoc' })]],
   ['bash <<EOF\n$x\nEOF', [{ program: 'bash', stdin: 'heredoc' }, { program: null, dynamic: true, wrappers: ['bash <<'] }]],
   ['cat <<< "rm -rf /"', [{ program: 'cat', stdin: 'herestring' }]],
+  ['bash /dev/stdin <<< "rm -rf /"', [{ program: 'bash', args: ['/dev/stdin'] }, rmrf('/', { wrappers: ['bash <<<'] })]],
+  ['. /dev/stdin <<< "rm -rf /"', [{ program: '.', args: ['/dev/stdin'] }, rmrf('/', { wrappers: ['. <<<'] })]],
+  ['bash <(curl -s x)', [{ program: 'bash', args: [D] }, { program: null, dynamic: true, wrappers: ['bash <(…)'] }, { program: 'curl', context: 'proc-subst' }]],
+  ['source <(curl x)', [{ program: 'source', args: [D] }, { program: null, dynamic: true, wrappers: ['source <(…)'] }, { program: 'curl', context: 'proc-subst' }]],
+  ['curl x | source /dev/stdin', [{ program: 'curl' }, { program: 'source', stdin: 'pipe' }, { program: null, dynamic: true, wrappers: ['source |'] }]],
+  ['source ~/.bashrc', [{ program: 'source', args: ['~/.bashrc'] }]],
+  ['bash "$script"', [{ program: 'bash', args: [D] }, { program: null, dynamic: true, wrappers: ['bash'] }]],
+  // ${x@P} expands the value as a prompt, which runs the command substitutions in it.
+  ['x=\'$(rm -rf /)\'; echo ${x@P}', [{ program: 'echo', args: [D] }, { program: null, dynamic: true, wrappers: ['${…@P}'], context: 'subst' }]],
+  ['echo ${x@Q}', [{ program: 'echo', args: [D] }]],
   // --- eval
   ['eval "rm -rf /"', [{ program: 'eval', args: ['rm -rf /'], flags: [] }, rmrf('/', { wrappers: ['eval'] })]],
   ['eval rm -rf /', [{ program: 'eval', args: ['rm', '-rf', '/'], flags: [] }, rmrf('/', { wrappers: ['eval'] })]],
@@ -108,7 +122,8 @@ const CASES: [string, Expect[]][] = [
   ['timeout -s KILL --kill-after=3 5s rm -rf x', [{ program: 'timeout', flags: ['s', 'kill-after'] }, rmrf('x', { wrappers: ['timeout'] })]],
   ['nice -n 10 rm -rf x', [{ program: 'nice', flags: ['n'] }, rmrf('x', { wrappers: ['nice'] })]],
   ['ionice -c3 setsid stdbuf -oL rm -rf x', [{ program: 'ionice' }, { program: 'setsid', wrappers: ['ionice'] }, { program: 'stdbuf', wrappers: ['ionice', 'setsid'] }, rmrf('x', { wrappers: ['ionice', 'setsid', 'stdbuf'] })]],
-  ['time rm -rf x', [rmrf('x', { wrappers: ['time'] })]],
+  ['time rm -rf x', [{ program: 'time', args: [] }, rmrf('x', { wrappers: ['time'] })]],
+  ['time -p { rm -rf x; }', [{ program: 'time', args: ['-p'], flags: ['p'] }, rmrf('x', { wrappers: ['time'] })]],
   ['/usr/bin/time -v rm -rf x', [{ program: 'time', flags: ['v'] }, rmrf('x', { wrappers: ['time'] })]],
   ['command rm -rf x', [{ program: 'command' }, rmrf('x', { wrappers: ['command'] })]],
   ['command -v rm', [{ program: 'command', args: ['-v', 'rm'], flags: ['v'] }]],
@@ -120,6 +135,7 @@ const CASES: [string, Expect[]][] = [
   ["trap 'rm -rf x' EXIT", [{ program: 'trap' }, rmrf('x', { wrappers: ['trap'] })]],
   ['busybox rm -rf x', [{ program: 'busybox', flags: [] }, rmrf('x', { wrappers: ['busybox'] })]],
   ['parallel rm -rf ::: a b', [{ program: 'parallel' }, { program: 'rm', args: ['-rf'], flags: ['r', 'f'], wrappers: ['parallel'] }]],
+  ['echo rm -rf / | parallel', [{ program: 'echo' }, { program: 'parallel', stdin: 'pipe' }, { program: null, dynamic: true, wrappers: ['parallel |'] }]],
   ['sudo $cmd -rf /', [{ program: 'sudo' }, { program: null, dynamic: true, args: ['-rf', '/'], wrappers: ['sudo'] }]],
   // --- dynamic program words
   ['$cmd -rf /', [{ program: null, dynamic: true, args: ['-rf', '/'] }]],
@@ -340,8 +356,12 @@ describe('shellFacts: literal words match what bash itself passes (differential,
     chars('ab \\`$"{},*', 5).map((t) => `'${t}'`),
     fc.array(fc.constantFrom('a', 'b', ' ', "'", '\\\\', '\\$', '\\"', '\\`', '\\a', '{', ','), { minLength: 1, maxLength: 5 }).map((p) => `"${p.join('')}"`),
     fc.array(fc.constantFrom('a', ' ', '\\x41', '\\x', '\\t', '\\\\', "\\'", '\\101', '"'), { minLength: 1, maxLength: 4 }).map((p) => `$'${p.join('')}'`),
-    fc.constantFrom('a', '$', '`', '"', "'", '\\', ' ', '*', '{', 'n').map((c) => `\\${c}`),
+    fc.constantFrom('a', '$', '`', '"', "'", '\\', ' ', '*', '{', '}', ',', 'n').map((c) => `\\${c}`),
     fc.tuple(chars('abc', 2), chars('xyz', 2)).map(([x, y]) => `{${x},${y}}`),
+    // Brace expansions whose elements are quoted or escaped, possibly unbalanced.
+    fc
+      .array(fc.oneof(chars('ab-', 2), fc.constantFrom('"c,d"', "'}'", '\\,', '\\}', '\\{', '"x y"', '{e,f}', '{}', '{x}', '1..3', 'a..c', '01..3', '5..1..2', '-2..1', 'a..', '..}', "$'\\x41'", '')), { minLength: 1, maxLength: 3 })
+      .chain((els) => fc.constantFrom(`{${els.join(',')}}`, `{${els.join(',')}`, `${els.join(',')}}`)),
   );
   const word = fc.array(piece, { minLength: 1, maxLength: 3 }).map((p) => p.join(''));
   const backquote = (text: string) => '`' + text.replaceAll('\\', '\\\\').replaceAll('`', '\\`') + '`';
@@ -385,6 +405,91 @@ describe('shellFacts: literal words match what bash itself passes (differential,
       { program: 'echo', wrappers: ['sh -c'], context: 'subst' },
       rmrf('/srv', { wrappers: ['sh -c'], context: 'subst' }),
     ]);
+  });
+});
+
+describe('shellFacts: every program bash tries to run is in the facts (differential, /bin/bash)', () => {
+  // bash runs with an empty PATH: no external program can start, and command_not_found_handle
+  // logs each one bash tries to run. Program names carry no slash, so nothing is executed.
+  const programs = ['rm', 'r"m"', "'rm'", '\\rm', "$'\\x72m'", '{rm,-rf}', 'r${E}m', 'cat'];
+  const structural = [
+    (s: string) => `true; ${s}`,
+    (s: string) => `true && ${s}`,
+    (s: string) => `false || ${s}`,
+    (s: string) => `echo $( ${s} )`,
+    (s: string) => `echo "$( ${s} )"`,
+    (s: string) => `echo \`${s.replaceAll('\\', '\\\\').replaceAll('`', '\\`')}\``,
+    (s: string) => `( ${s} )`,
+    (s: string) => `{ ${s}; }`,
+    (s: string) => `echo x | ${s}`,
+    (s: string) => `if true; then ${s}; fi`,
+    (s: string) => `while true; do ${s}; break; done`,
+    (s: string) => `for i in 1; do ${s}; done`,
+    (s: string) => `case x in x) ${s};; esac`,
+    (s: string) => `f() { ${s}; }; f`,
+    (s: string) => `eval '${s.replaceAll("'", "'\\''")}'`,
+    (s: string) => `X=$( ${s} ) true`,
+    (s: string) => `echo \${u:-$( ${s} )}`,
+    (s: string) => `: <<< "$( ${s} )"`,
+    (s: string) => `echo <( ${s} ) > /dev/null`,
+    (s: string) => `[[ -n $( ${s} ) ]]`,
+    (s: string) => `! ${s}`,
+    (s: string) => `time ${s}`,
+    (s: string) => `${s} & wait`,
+    (s: string) => `cat <<EOF\n$( ${s} )\nEOF`,
+    (s: string) => `cat <<'EOF'\n$( ${s} )\nEOF`,
+    // bash ends `…` at the backquote inside the quotes, so s runs at the top level: refused.
+    (s: string) => `echo \`echo 'x\`; ${s}; \`'\``,
+  ];
+
+  test('structural compositions', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-shell-facts-'));
+    let run = 0;
+    const tried = (line: string): string[] => {
+      // A log per run: a process substitution may still be writing after bash exits.
+      const log = join(dir, `log-${run++}`);
+      const script = `command_not_found_handle() { printf '%s\\n' "$1" >> ${JSON.stringify(log)}; return 127; }\n${line}\n`;
+      try {
+        execFileSync('/bin/bash', ['-c', script], { cwd: dir, env: { PATH: '/nonexistent' }, stdio: 'ignore', timeout: 5000 });
+      } catch {
+        // a non-zero exit (127): only the log matters
+      }
+      try {
+        return readFileSync(log, 'utf8').split('\n').filter((l) => l !== '');
+      } catch {
+        return [];
+      }
+    };
+    let refusals = 0;
+    try {
+      // The harness itself: bash reports what it could not run.
+      assert.deepEqual(tried('rm -rf /srv; echo `cat x`'), ['rm', 'cat']);
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: programs.length - 1 }), fc.array(fc.integer({ min: 0, max: structural.length - 1 }), { maxLength: 4 }), (p, path) => {
+          let line = `${programs[p]!} -rf /srv`;
+          for (const i of path) line = structural[i]!(line);
+          let facts;
+          try {
+            facts = shellFacts(line);
+          } catch (e) {
+            // A refusal fails closed (backquotes three deep, $'…' inside backquotes, `! !`, ...):
+            // allowed, but it must stay rare.
+            if (e instanceof PortcullisError && e.code === 'shell_parse_error') {
+              refusals++;
+              return;
+            }
+            throw e;
+          }
+          const known = new Set(facts.commands.map((c) => c.program));
+          const anyDynamic = facts.commands.some((c) => c.dynamic);
+          for (const t of tried(line)) assert.ok(known.has(t) || anyDynamic, `bash tried ${t} in ${JSON.stringify(line)}; facts: ${[...known].join(',')}`);
+        }),
+        { numRuns: 300, seed: 3 },
+      );
+      assert.ok(refusals < 75, `${refusals} of 300 generated lines refused`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -54,10 +54,9 @@ export async function approvalsCommand(o: OpsOptions & { all?: boolean }): Promi
     if (list.length === 0) process.stdout.write(o.all ? 'no approvals\n' : 'no pending approvals\n');
     for (const a of list) {
       const just = (a as ApprovalRecord & { justification?: string }).justification;
-      process.stdout.write(
-        `${a.id}  ${a.state.padEnd(8)}  ${a.identity.subject} → ${a.target ?? '?'} (${a.protocol ?? '?'})  waiting ${ago(a.createdAt)}, expires in ${Math.max(0, Math.round((a.expiresAt - Date.now()) / 1000))}s\n` +
-          `    request: ${describeRequest(a.request)}\n    rule: ${a.rule}: ${a.reason}\n${just ? `    agent's reason: ${just}\n` : ''}`,
-      );
+      const timing = a.state === 'pending' ? `waiting ${ago(a.createdAt)}, expires in ${Math.max(0, Math.round((a.expiresAt - Date.now()) / 1000))}s` : `${a.state} by ${a.decidedBy ?? '?'}`;
+      process.stdout.write(`${a.id}  ${a.state.padEnd(8)}  ${a.identity.subject} → ${a.target ?? '?'} (${a.protocol ?? '?'})  ${describeRequest(a.request)}\n`);
+      process.stdout.write(`    ${timing}; rule ${a.rule}: ${a.reason}\n${just ? `    agent's reason: ${just}\n` : ''}`);
     }
   }
   return EXIT.OK;

@@ -11,6 +11,9 @@ import { parseConfig } from '../config/config.js';
 import { Core } from '../core/core.js';
 import { lockDataDir } from '../core/lock.js';
 import { startControlServer } from '../control/server.js';
+import { startPostgresProxy } from '../proxy/postgres/index.js';
+import { targetCredentials, type PostgresCredentials } from '../identity/credentials.js';
+import { execFileSync } from 'node:child_process';
 import { createLogger } from '../core/log.js';
 import { initFacts } from '../policy/actions.js';
 import { IdentityService, parseBoundKey } from '../identity/index.js';
@@ -79,8 +82,13 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
   } catch (e) {
     lines.push(`postgres target "shop": skipped — ${(e as Error).message}`);
   }
+  const tls = demoTlsCert(dataDir);
+  if (tls) lines.push(`TLS: self-signed certificate for 127.0.0.1 in ${tls.cert}`);
   const yaml = [
     `data_dir: ${JSON.stringify(dataDir)}`,
+    ...(tls ? ['tls:', `  cert: ${JSON.stringify('file:' + tls.cert)}`, `  key: ${JSON.stringify('file:' + tls.key)}`] : []),
+    'postgres:',
+    '  allow_plaintext: true   # the demo listens on 127.0.0.1 only',
     `policies: ${JSON.stringify(policies)}`,
     'listen:',
     '  ssh: 127.0.0.1:2222',
@@ -111,6 +119,21 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
       },
     },
   };
+}
+
+/** A self-signed certificate for the demo's listeners (openssl), or null when openssl is missing. */
+function demoTlsCert(dataDir: string): { cert: string; key: string } | null {
+  const dir = join(dataDir, 'keys');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const cert = join(dir, 'tls.crt');
+  const key = join(dir, 'tls.key');
+  if (existsSync(cert) && existsSync(key)) return { cert, key };
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '365', '-subj', '/CN=portcullis-demo', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    return { cert, key };
+  } catch {
+    return null;
+  }
 }
 
 /** The demo's identities: API tokens for demo-agent and demo-oncall, an SSH key for demo-agent. */
@@ -213,7 +236,40 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     listeners.push(`health and /metrics on http://${config.listen.http}`);
   }
   const off: string[] = [];
-  if (config.listen.postgres) off.push(`PostgreSQL ${config.listen.postgres}: off — the PostgreSQL proxy lands with issue #6`);
+  let pgProxy: Awaited<ReturnType<typeof startPostgresProxy>> | null = null;
+  if (config.listen.postgres) {
+    const { host, port } = splitHostPort(config.listen.postgres);
+    const pgTargets = [...config.targets.values()].filter((t) => t.protocol === 'postgres');
+    pgProxy = await startPostgresProxy(core, {
+      host,
+      port,
+      log,
+      dataDir: config.dataDir,
+      tls: config.tls,
+      allowPlaintext: config.postgresAllowPlaintext,
+      authenticate: (user, password, ctx) => identity.verifyBearer(password, { remote: ctx.remote, protocol: 'postgres', userHint: user }),
+      session: {
+        idleTimeoutMs: config.session.idleTimeoutMs,
+        maxDurationMs: config.session.maxDurationMs,
+        ...(config.session.revalidateMs ? { revalidateMs: config.session.revalidateMs, revalidate: (id: Parameters<IdentityService['check']>[0]) => identity.check(id) } : {}),
+      },
+      targets: (name) => {
+        const t = config.targets.get(name);
+        if (t?.protocol !== 'postgres') return undefined;
+        const c = targetCredentials(config, name) as PostgresCredentials;
+        const mode = c.sslmode;
+        return {
+          host: c.host,
+          port: c.port,
+          database: c.database,
+          user: c.user,
+          password: c.password?.reveal(),
+          tls: !mode || mode === 'disable' ? false : { mode: mode as 'prefer' | 'require' | 'verify-ca' | 'verify-full', ca: config.secret(name, 'ca') },
+        };
+      },
+    });
+    listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
+  }
   if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
   off.push(opts.kubeUpstream || config.listen.kubernetes ? 'Kubernetes API: off — the Kubernetes proxy lands with issue #9' : 'Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
 
@@ -239,6 +295,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       stopping = true;
       log.info('stopping', { signal: sig });
       http.close();
+      await pgProxy?.close().catch(() => undefined);
       await control.close().catch(() => undefined);
       await core.close().catch((e: unknown) => log.error('closing the core failed', { error: String(e) }));
       await openedStore.close().catch(() => undefined);

@@ -80,6 +80,17 @@ export const configSchema = {
       properties: { level: { type: 'string', enum: ['debug', 'info', 'warn', 'error'] } },
     },
     identity: identityConfigSchema,
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cert', 'key'],
+      properties: { cert: secretRef, key: secretRef },
+    },
+    postgres: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { allow_plaintext: { type: 'boolean' } },
+    },
     targets: { type: 'object', additionalProperties: targetSchema, propertyNames: { pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' } },
   },
 };
@@ -123,6 +134,10 @@ export interface BastionConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Who may connect: OIDC issuers, API token settings, SSH keys and user CAs (src/identity). */
   identity: IdentityConfig;
+  /** The bastion's own TLS certificate and key (PEM text, resolved from env:/file: references). */
+  tls?: { cert: string; key: string };
+  /** PostgreSQL front: accept plaintext (cleartext passwords without TLS). Default false. */
+  postgresAllowPlaintext: boolean;
   targets: Map<string, TargetConfig>;
   /** Resolve a target's secret reference (env:/file:/literal); errors name the config field. */
   secret(target: string, field: 'password' | 'private_key' | 'ca' | 'token' | 'client_cert' | 'client_key'): string | undefined;
@@ -152,6 +167,8 @@ type RawConfig = {
   log?: { level?: BastionConfig['logLevel'] };
   targets?: Record<string, Omit<TargetConfig, 'name'>>;
   identity?: unknown;
+  tls?: { cert: string; key: string };
+  postgres?: { allow_plaintext?: boolean };
 };
 
 export interface LoadConfigOptions {
@@ -206,6 +223,7 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
     approvals: { timeoutMs: c.approvals?.timeout ? parseDuration(c.approvals.timeout) : 5 * 60_000 },
     logLevel: c.log?.level ?? 'info',
     identity,
+    postgresAllowPlaintext: c.postgres?.allow_plaintext ?? false,
     targets,
     secret(target, field) {
       const t = targets.get(target);
@@ -225,6 +243,17 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
           else throw e;
         }
       }
+    }
+  }
+  if (c.tls) {
+    try {
+      cfg.tls = {
+        cert: resolveSecret(c.tls.cert, () => src.problem(['tls', 'cert'], '')),
+        key: resolveSecret(c.tls.key, () => src.problem(['tls', 'key'], '')),
+      };
+    } catch (e) {
+      if (e instanceof ConfigError) problems.push(...e.problems);
+      else throw e;
     }
   }
   if (problems.length) throw new ConfigError(problems);

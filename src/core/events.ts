@@ -19,6 +19,8 @@ export interface CoreEvents {
   'request.decided': [{ session: string; request: RequestSummary; decision: Decision; seq: number }];
   /** A chunk of (masked) output of a session, for live view and recording. */
   'session.output': [{ session: string; data: Buffer; stream: 'stdout' | 'stderr' }];
+  /** One statement of a PostgreSQL session finished (masked; row count, duration): transcripts, console. */
+  'session.statement': [StatementSummary];
   'policy.reloaded': [{ version: string; rules: number }];
   'policy.reload_failed': [{ error: string }];
 }
@@ -32,6 +34,12 @@ export interface RequestSummary {
   http?: PolicyRequest['http'];
   forward?: PolicyRequest['forward'];
   reason?: string;
+}
+
+/** A finished statement as proxies report it (the PostgreSQL transcript entry). */
+export interface StatementSummary {
+  session: string;
+  [key: string]: unknown;
 }
 
 export class EventBus extends EventEmitter<CoreEvents> {

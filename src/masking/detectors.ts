@@ -341,6 +341,9 @@ function templateTail(
   boundaryOk: (c: number) => boolean,
 ): void {
   const n = text.length;
+  if (n === 0) return;
+  const last = text.charCodeAt(n - 1);
+  if (!(isDigit(last) || last === 32 || last === 40 || last === 41 || last === 45 || last === 46)) return;
   let maxLen = 0;
   for (const t of templates) maxLen = Math.max(maxLen, t.length);
   for (let p = Math.max(0, n - maxLen); p < n; p++) {
@@ -519,6 +522,16 @@ function domainValid(text: string, s: number, e: number): boolean {
   return labels >= 2;
 }
 
+/** Is position `s` inside the authority of a URL (after `scheme://`, before any `/`)? */
+function inUrlAuthority(text: string, s: number): boolean {
+  for (let i = s - 1; i >= 2 && s - i < 256; i--) {
+    const c = text.charCodeAt(i);
+    if (c === 47 /* / */) return text.charCodeAt(i - 1) === 47 && text.charCodeAt(i - 2) === 58;
+    if (c <= 32 || isQuote(c) || c === 60 || c === 62) return false;
+  }
+  return false;
+}
+
 /** Finds the email around the '@' at `at`: [start, end], or null. */
 function emailAt(text: string, at: number): [number, number] | null {
   const n = text.length;
@@ -527,6 +540,7 @@ function emailAt(text: string, at: number): [number, number] | null {
   if (at - s > 64) return null;
   while (s < at && text.charCodeAt(s) === 46) s++;
   if (s === at || text.charCodeAt(at - 1) === 46) return null;
+  if (inUrlAuthority(text, s)) return null; // scheme://user:pass@host is userinfo (secret_assignment)
   let e = at + 1;
   while (e < n && e - at <= 254 && isDomainChar(text.charCodeAt(e))) e++;
   while (e > at + 1 && (text.charCodeAt(e - 1) === 46 || text.charCodeAt(e - 1) === 45)) e--;
@@ -556,8 +570,9 @@ function emailTail(text: string, sink: ScanSink): void {
   if (at >= j) {
     let ls = at;
     while (ls > j && text.charCodeAt(ls - 1) !== 64 && at - ls <= 64) ls--;
-    if (at - ls > 64 || ls === at) return;
-    sink.tail(ls, true, 'email');
+    if (at - ls <= 64 && ls < at) sink.tail(ls, true, 'email');
+    // what follows the last '@' may also be the local part of an address still to come
+    if (n - at - 1 > 0 && n - at - 1 <= 64) sink.tail(at + 1, false, 'email');
   } else if (n - j <= 64) {
     sink.tail(j, false, 'email');
   }
@@ -634,7 +649,8 @@ function ibanWindow(text: string, from: number, to: number, sink: ScanSink, slic
 function ibanTail(text: string, sink: ScanSink): void {
   const n = text.length;
   for (let p = Math.max(0, n - 42); p < n; p++) {
-    if (p > 0 && isAlnum(text.charCodeAt(p - 1))) continue;
+    if (!isAlpha(text.charCodeAt(p)) || (p > 0 && isAlnum(text.charCodeAt(p - 1)))) continue;
+    if (p + 1 < n && !isAlpha(text.charCodeAt(p + 1))) continue;
     let count = 0;
     let ok = true;
     let prevSpace = false;
@@ -1005,6 +1021,7 @@ const SECRET_KEY_ANCHOR: Anchor = [
   ['[Aa]', '[Cc][Cc][Ee][Ss][Ss][_-]?[Kk][Ee][Yy]'],
   ['[Aa]', '[Uu][Tt][Hh]'],
   ['[Cc]', '[Rr][Ee][Dd][Ee][Nn][Tt][Ii][Aa][Ll]'],
+  ['-', '(?:u|-user|-proxy-user)'],
 ];
 const SECRET_KEY_Y =
   /pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?|authorization|auth/iy;
@@ -1029,6 +1046,10 @@ function isSecretContinueChar(c: number): boolean {
 }
 
 function secretAt(text: string, ks: number, sink: ScanSink): void {
+  if (text.charCodeAt(ks) === 45 /* - */) {
+    userFlagAt(text, ks, sink);
+    return;
+  }
   SECRET_KEY_Y.lastIndex = ks;
   if (!SECRET_KEY_Y.test(text)) return;
   const ke = SECRET_KEY_Y.lastIndex;
@@ -1112,6 +1133,10 @@ function secretAfterKey(text: string, ks: number, ke: number, sink: ScanSink): n
     } else {
       ve = Math.min(k, n);
     }
+  } else if (text.startsWith('[REDACTED:', i) && text.indexOf(']', i) !== -1 && text.indexOf(']', i) - i < 64) {
+    // an already-masked value: keep it whole, so that masking twice changes nothing
+    vs = i;
+    ve = text.indexOf(']', i) + 1;
   } else {
     vs = i;
     let k = i;
@@ -1144,6 +1169,27 @@ function secretAfterKey(text: string, ks: number, ke: number, sink: ScanSink): n
 
 function isAuthorityEnd(c: number): boolean {
   return c <= 32 || c === 47 || c === 63 || c === 35 || isQuote(c) || c === 60 || c === 62;
+}
+
+/** `curl -u user:pass`, `--user=user:pass`, `--proxy-user user:pass`: the part after the colon. */
+const USER_FLAG_Y = /-(?:u|-user|-proxy-user)(?:[ =]+|(?=[^\s-]))(['"]?)([^\s:'"]+):/y;
+
+function userFlagAt(text: string, at: number, sink: ScanSink): void {
+  if (at > 0) {
+    const b = text.charCodeAt(at - 1);
+    if (!(b <= 32 || isQuote(b))) return;
+  }
+  USER_FLAG_Y.lastIndex = at;
+  if (!USER_FLAG_Y.test(text)) return;
+  const n = text.length;
+  const vs = USER_FLAG_Y.lastIndex;
+  let ve = vs;
+  while (ve < n && isSecretContinueChar(text.charCodeAt(ve))) ve++;
+  if (ve >= n && !sink.final) {
+    if (sink.wantTails && ve > vs) sink.tail(vs, true, 'secret_assignment');
+  } else if (ve > vs) {
+    sink.found(vs, ve, 'secret_assignment');
+  }
 }
 
 function userinfoOwn(text: string, sink: ScanSink): void {
@@ -1427,13 +1473,13 @@ export const DETECTORS: Readonly<Record<DetectorId, Detector>> = {
   /**
    * Generic assignments whose key names a secret (password, passwd, pwd, secret, token, api_key,
    * access_key, private_key, credentials, auth, Authorization) in env, YAML, JSON, query strings,
-   * command-line flags and SQL (`PASSWORD '…'`), and the password of URL userinfo. Only the value
-   * is masked.
+   * command-line flags and SQL (`PASSWORD '…'`), the password of URL userinfo and of
+   * `curl -u user:pass`. Only the value is masked.
    */
   secret_assignment: det({
     id: 'secret_assignment',
     title: 'secret assignment (password=, secret:, token=, api_key, URL user:pass@)',
-    falsePositives: 'values of keys that merely contain a secret word (password_file=, next_page_token=), log text after "password:"; not flagged: secrets under other key names',
+    falsePositives: 'values of keys that merely contain a secret word (password_file=, next_page_token=), log text after "password:", the text after the colon of any -u/--user argument; not flagged: secrets under other key names',
     defaultOn: true,
     style: 'token',
     keepFirst: 0,

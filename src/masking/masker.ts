@@ -118,7 +118,7 @@ export class Masker {
   }
 
   /** A row masker for one RowDescription (see row.ts). */
-  rowMasker(columns: readonly ColumnDescriptor[], opts: Omit<RowMaskerOptions, 'hasher'> = {}): RowMasker {
+  rowMasker(columns: readonly ColumnDescriptor[], opts: Omit<RowMaskerOptions, 'hasher' | 'hmacKey'> = {}): RowMasker {
     const masks: MaskSpec[] = [...this.columnMasks, ...this.rowDetectorRules.map((r) => ({ ...r, rule: r.rule ?? '' }))];
     return createRowMasker(columns, masks, {
       hasher: this.hasher,

@@ -15,7 +15,7 @@
 import { PortcullisError, type MaskSpec } from '../policy/types.js';
 import { DETECTORS, isCardNumber, iinValid, type Detector } from './detectors.js';
 import { byteaBytes, byteaToText, categoryOf, cellText, maskCell, maskedTypeFor, nativeFits, NEED_VALUE, TEXT_OID, type TypeMode } from './pgtypes.js';
-import { maskLast4Bytes, maskString, redactMarker, requireHasher, type Hasher } from './strategies.js';
+import { Hasher, maskLast4Bytes, maskString, redactMarker, requireHasher } from './strategies.js';
 import { alignUtf8, outsideJsonStrings, RuleSet } from './text.js';
 import { isDetectorId, type DetectorRule, type StrategySpec, type TypeCategory } from './types.js';
 
@@ -30,6 +30,8 @@ export interface ColumnDescriptor {
 export type UninspectablePolicy = 'null' | 'redact' | 'refuse';
 
 export interface RowMaskerOptions {
+  /** The bastion's masking key (or a Hasher built from it); needed by `hash` masks. */
+  hmacKey?: string | Buffer;
   hasher?: Hasher;
   /** What to do with a cell that cannot be inspected (default 'null'); 'refuse' throws mask_refused. */
   onUninspectable?: UninspectablePolicy;
@@ -187,7 +189,7 @@ function integerDigits(category: TypeCategory, text: string, binary: boolean): {
 }
 
 export function createRowMasker(columns: readonly ColumnDescriptor[], masks: readonly MaskSpec[], opts: RowMaskerOptions = {}): RowMasker {
-  const hasher = opts.hasher;
+  const hasher = opts.hasher ?? (opts.hmacKey !== undefined ? new Hasher(opts.hmacKey) : undefined);
   const onUninspectable = opts.onUninspectable ?? 'null';
   const maxCell = opts.maxCellBytes ?? DEFAULT_MAX_CELL_BYTES;
   const mode: TypeMode = opts.typeMode ?? 'preserve';

@@ -6,7 +6,8 @@
 //             `*` (`**** **** **** 4242`); anything else as `<first>***<last>`. When the kept
 //             characters would be all of the value, everything is hidden.
 // - last4   → every letter and digit replaced by `*` except the last 4 digits (separators kept);
-//             at most half of the digits are ever kept, so short values are hidden entirely.
+//             at most half of the digits are ever kept (a `*` counts as a hidden digit, so
+//             masking twice changes nothing), so short values are hidden entirely.
 // - hash    → HMAC-SHA-256 under the bastion key, hex, first 16 characters: equal inputs give
 //             equal outputs (joins and comparisons keep working), without the key nothing leaks.
 // - null    → SQL NULL for cells; the empty string inside text.
@@ -104,7 +105,7 @@ export function maskLast4(value: string): string {
   if (ASCII.test(value)) return maskLast4Bytes(Buffer.from(value, 'latin1'))!.toString('latin1');
   const chars = Array.from(value);
   let digits = 0;
-  for (const ch of chars) if (isDigitChar(ch)) digits++;
+  for (const ch of chars) if (isDigitChar(ch) || ch === '*') digits++;
   let keep = Math.min(4, Math.floor(digits / 2));
   const out: string[] = new Array<string>(chars.length);
   for (let i = chars.length - 1; i >= 0; i--) {
@@ -126,7 +127,7 @@ export function maskLast4Bytes(cell: Buffer): Buffer | null {
   for (let i = 0; i < n; i++) {
     const c = cell[i]!;
     if (c >= 0x80) return null;
-    if (c >= 48 && c <= 57) digits++;
+    if ((c >= 48 && c <= 57) || c === 42) digits++; // '*': a digit hidden by an earlier mask
   }
   let keep = Math.min(4, digits >> 1);
   const out = Buffer.allocUnsafe(n);

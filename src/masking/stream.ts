@@ -35,6 +35,8 @@
 // Other escape sequences count as separators. OSC/DCS strings are held until terminated.
 //
 // Fail closed: an exception while masking replaces the held data with `[REDACTED:masking-error]`.
+// Call end() when the stream closes: held bytes are only emitted by end(), flush() or the timers
+// (which are unref'd and do not keep the process alive).
 
 import { PortcullisError, type MaskStrategy } from '../policy/types.js';
 import { DEFAULT_DETECTORS, type Detector } from './detectors.js';
@@ -55,6 +57,11 @@ export interface StreamMaskerOptions {
   contextChars?: number;
   /** Treat ANSI escape sequences specially (default true). */
   ansi?: boolean;
+  /**
+   * Called when onOutput throws while a timer flushes held bytes (there is no caller to throw
+   * to); without it such errors are dropped so that one session cannot crash the process.
+   */
+  onError?: (err: unknown) => void;
 }
 
 /**
@@ -185,6 +192,7 @@ export class StreamMasker {
   private readonly holdMaxMs: number;
   private readonly contextChars: number;
   private readonly ansi: boolean;
+  private readonly onError: ((err: unknown) => void) | undefined;
 
   private pending: Buffer = Buffer.alloc(0);
   /** Released clean text (raw values), the last contextChars characters. */
@@ -207,6 +215,7 @@ export class StreamMasker {
     this.holdMaxMs = opts.holdMaxMs ?? 250;
     this.contextChars = opts.contextChars ?? 512;
     this.ansi = opts.ansi ?? true;
+    this.onError = opts.onError;
     for (const [k, v] of [
       ['lookBehindBytes', this.lookBehind],
       ['flushAfterMs', this.flushAfterMs],
@@ -264,7 +273,7 @@ export class StreamMasker {
     if (!this.shortTimer) {
       this.shortTimer = setTimeout(() => {
         this.shortTimer = null;
-        this.run('weak');
+        this.fromTimer(() => this.run('weak'));
         if (this.pending.length === 0) this.clearTimers();
       }, this.flushAfterMs);
       this.shortTimer.unref();
@@ -272,10 +281,18 @@ export class StreamMasker {
     if (!this.capTimer) {
       this.capTimer = setTimeout(() => {
         this.capTimer = null;
-        this.run('final');
+        this.fromTimer(() => this.run('final'));
         this.arm();
       }, this.holdMaxMs);
       this.capTimer.unref();
+    }
+  }
+
+  private fromTimer(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.onError?.(err);
     }
   }
 
@@ -453,7 +470,9 @@ export class StreamMasker {
         if (f.start < hold && f.end > hold) hold = f.start;
       }
       hold = Math.max(hold, base);
-    } else {
+    } else if (mode !== 'end') {
+      // nothing more may come for a while: a strong candidate is masked whole (at end() nothing
+      // can complete it any more, so it is plain text)
       let fs = wl;
       let fd: Finding['detector'] | null = null;
       for (const t of col.tails) {

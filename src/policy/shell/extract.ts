@@ -236,8 +236,25 @@ export class Extractor {
           out = undefined;
           break;
         case 'TimeClause': {
+          // The `time` keyword, emitted like the time program it stands for, then what it times.
           const t = cmd as TimeClause;
-          if (t.Stmt !== null) out = this.visitStmt(t.Stmt, { ...inner, wrappers: [...inner.wrappers, 'time'] });
+          const args = t.PosixFormat ? ['-p'] : [];
+          this.push(
+            {
+              program: 'time',
+              args,
+              flags: parseFlags(args),
+              dynamic: false,
+              stdin: inner.stdin.kind,
+              pipedFrom: inner.pipedFrom,
+              redirects: inner.redirects.map((r) => ({ ...r })),
+              wrappers: [...inner.wrappers],
+              context: inner.context,
+            },
+            inner,
+          );
+          out = 'time';
+          if (t.Stmt !== null) out = this.visitStmt(t.Stmt, this.nest(inner, 'time', posOf(t))) ?? out;
           break;
         }
         case 'DeclClause':

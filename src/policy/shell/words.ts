@@ -3,8 +3,8 @@
 // expansion performed ({rm,-rf,/} is three fields). Anything computed at run time (parameter,
 // command, arithmetic and process substitution, extended globs) makes the field dynamic.
 
-import type { BraceExp, DblQuoted, Lit, Node, SglQuoted, Word } from 'mvdan-sh';
-import { nodeType, posOf, syntax, type LineCol } from './ast.js';
+import type { DblQuoted, Lit, Node, SglQuoted, Word } from 'mvdan-sh';
+import { nodeType, posOf, type LineCol } from './ast.js';
 
 /** The value given for a word that is not a literal. */
 export const DYNAMIC = '\u0000dynamic';
@@ -31,17 +31,7 @@ interface Piece {
   quoted: boolean;
 }
 
-const EMPTY_PIECE: Piece = { value: '', literal: true, glob: false, quoted: false };
 const DYNAMIC_PIECE: Piece = { value: '', literal: false, glob: false, quoted: false };
-
-function concat(a: Piece, b: Piece): Piece {
-  return {
-    value: a.value + b.value,
-    literal: a.literal && b.literal,
-    glob: a.glob || b.glob,
-    quoted: a.quoted || b.quoted,
-  };
-}
 
 /**
  * Unquoted text: `\x` → `x`, backslash-newline removed. Reports unquoted glob characters (`*`,
@@ -221,6 +211,7 @@ export function decodeAnsiC(raw: string): string | null {
 
 class Overflow extends Error {}
 
+/** The values of a bash sequence expression `{a..b[..step]}`, or null when it is not one. */
 function sequence(elems: string[]): string[] | null {
   const [a, b, stepRaw] = elems;
   if (a === undefined || b === undefined) return null;
@@ -233,6 +224,7 @@ function sequence(elems: string[]): string[] | null {
   if (/^[+-]?\d+$/.test(a) && /^[+-]?\d+$/.test(b)) {
     const x = parseInt(a, 10);
     const y = parseInt(b, 10);
+    if (!Number.isSafeInteger(x) || !Number.isSafeInteger(y)) return null;
     const pad = /^[+-]?0\d/.test(a) || /^[+-]?0\d/.test(b) ? Math.max(a.length, b.length) : 0;
     const dir = x <= y ? 1 : -1;
     for (let v = x, n = 0; dir > 0 ? v <= y : v >= y; v += dir * step, n++) {
@@ -257,33 +249,20 @@ function sequence(elems: string[]): string[] | null {
   return null;
 }
 
-function product(acc: Piece[], alts: Piece[]): Piece[] {
-  if (acc.length * alts.length > MAX_BRACE_FIELDS) throw new Overflow('brace expansion too large');
-  const out: Piece[] = [];
-  for (const a of acc) for (const b of alts) out.push(concat(a, b));
-  return out;
-}
-
-function expandParts(parts: Node[], bq: number): Piece[] {
-  let acc: Piece[] = [EMPTY_PIECE];
-  for (const part of parts) acc = product(acc, partAlternatives(part, bq));
-  return acc;
-}
-
-function partAlternatives(part: Node, bq: number): Piece[] {
+/** One part of a word that is not a brace-expansion character of its own. */
+function partPiece(part: Node, bq: number): Piece {
   switch (nodeType(part)) {
     case 'Lit': {
       const raw = (part as Lit).Value;
-      if (bq >= 2 && raw.includes('\\')) return [DYNAMIC_PIECE];
+      if (bq >= 2 && raw.includes('\\')) return DYNAMIC_PIECE;
       const u = unescapeUnquoted(raw);
-      return [{ value: u.value, literal: true, glob: u.glob, quoted: false }];
+      return { value: u.value, literal: true, glob: u.glob, quoted: false };
     }
     case 'SglQuoted': {
       const q = part as SglQuoted;
       const raw = unBackquote(q.Value, bq);
       const value = q.Dollar ? decodeAnsiC(raw) : raw;
-      if (value === null) return [DYNAMIC_PIECE];
-      return [{ value, literal: true, glob: false, quoted: true }];
+      return value === null ? DYNAMIC_PIECE : { value, literal: true, glob: false, quoted: true };
     }
     case 'DblQuoted': {
       let value = '';
@@ -293,51 +272,180 @@ function partAlternatives(part: Node, bq: number): Piece[] {
         if (raw !== null && !(bq >= 2 && raw.includes('\\'))) value += unescapeDouble(raw);
         else literal = false;
       }
-      return [{ value: literal ? value : '', literal, glob: false, quoted: true }];
-    }
-    case 'BraceExp': {
-      const be = part as BraceExp;
-      if (be.Sequence) {
-        const bounds: string[] = [];
-        for (const w of be.Elems) {
-          const v = wordLiteral(w, bq);
-          if (v === null) return [DYNAMIC_PIECE];
-          bounds.push(v);
-        }
-        const seq = sequence(bounds);
-        if (seq === null) return [{ value: `{${bounds.join('..')}}`, literal: true, glob: false, quoted: false }];
-        return seq.map((value) => ({ value, literal: true, glob: false, quoted: false }));
-      }
-      const out: Piece[] = [];
-      for (const w of be.Elems) {
-        out.push(...expandParts(w.Parts, bq));
-        if (out.length > MAX_BRACE_FIELDS) throw new Overflow('brace expansion too large');
-      }
-      return out;
+      return { value: literal ? value : '', literal, glob: false, quoted: true };
     }
     default:
       // ParamExp, CmdSubst, ArithmExp, ProcSubst, ExtGlob: computed at run time.
-      return [DYNAMIC_PIECE];
+      return DYNAMIC_PIECE;
   }
 }
 
-function hasUnquotedBrace(word: Word): boolean {
-  for (const part of word.Parts) {
-    if (nodeType(part) === 'Lit' && (part as Lit).Value.includes('{')) return true;
+// --- Brace expansion, ported from bash's braces.c (brace_expand, brace_gobbler, expand_amble,
+// expand_seqterm) over atoms: a plain unquoted character (the only kind that can be special), an
+// escaped character, or an opaque piece (quoted text, $…, `…`).
+
+type Atom = { kind: 'char'; c: string } | { kind: 'esc'; c: string } | { kind: 'piece'; piece: Piece };
+
+function atomsOf(parts: Node[], bq: number): Atom[] {
+  const atoms: Atom[] = [];
+  for (const part of parts) {
+    if (nodeType(part) !== 'Lit' || (bq >= 2 && (part as Lit).Value.includes('\\'))) {
+      atoms.push({ kind: 'piece', piece: partPiece(part, bq) });
+      continue;
+    }
+    const raw = (part as Lit).Value;
+    for (let i = 0; i < raw.length; i++) {
+      const c = raw[i]!;
+      if (c === '\\' && i + 1 < raw.length) {
+        const next = raw[++i]!;
+        if (next !== '\n') atoms.push({ kind: 'esc', c: next });
+      } else if (c !== '\\') atoms.push({ kind: 'char', c });
+    }
   }
-  return false;
+  return atoms;
+}
+
+const isChar = (a: Atom | undefined, c: string): boolean => a !== undefined && a.kind === 'char' && a.c === c;
+const isSpace = (a: Atom | undefined): boolean => a !== undefined && a.kind !== 'piece' && (a.c === ' ' || a.c === '\t' || a.c === '\n');
+
+/**
+ * brace_gobbler: index of the first plain `satisfy` at nesting level 0 from `start`, or -1. A `}`
+ * only closes once a `,` or a `..` not followed by `}` was seen at level 0.
+ */
+function gobble(atoms: Atom[], start: number, satisfy: '{' | '}' | ','): number {
+  let level = 0;
+  let commas = satisfy === '}' ? 0 : 1;
+  for (let i = start; i < atoms.length; i++) {
+    const a = atoms[i]!;
+    if (a.kind !== 'char') continue;
+    const c = a.c;
+    if (c === satisfy && level === 0 && commas > 0) {
+      // bash ignores a `{` at the start (or after whitespace) that is followed by `}`.
+      if (c === '{' && (i === 0 || isSpace(atoms[i - 1])) && isChar(atoms[i + 1], '}')) continue;
+      return i;
+    }
+    if (c === '{') level++;
+    else if (c === '}' && level > 0) level--;
+    else if (satisfy === '}' && level === 0) {
+      if (c === ',') commas++;
+      else if (c === '.' && isChar(atoms[i + 1], '.') && !isChar(atoms[i + 2], '}')) commas++;
+    }
+  }
+  return -1;
+}
+
+function charAtoms(s: string): Atom[] {
+  return [...s].map((c) => ({ kind: 'char', c }) as Atom);
+}
+
+/** expand_seqterm: `{x..y[..incr]}` with integers or single characters, or null if not one. */
+function seqTerm(amble: Atom[]): Atom[][] | null {
+  if (!amble.every((a) => a.kind === 'char')) return null;
+  const text = amble.map((a) => (a as { c: string }).c).join('');
+  const m = /^(.*?)\.\.(.*?)(?:\.\.(.*))?$/s.exec(text);
+  if (m === null) return null;
+  const [, a, b, step] = m;
+  const isInt = (v: string | undefined): boolean => v !== undefined && /^[+-]?\d+$/.test(v);
+  if (step !== undefined && !isInt(step)) return null;
+  if (!(isInt(a) && isInt(b)) && !(a!.length === 1 && b!.length === 1 && !isInt(a) && !isInt(b))) return null;
+  const seq = sequence(step === undefined ? [a!, b!] : [a!, b!, step]);
+  return seq === null ? null : seq.map(charAtoms);
+}
+
+function cross(left: Atom[][], right: Atom[][]): Atom[][] {
+  if (left.length * right.length > MAX_BRACE_FIELDS) throw new Overflow('brace expansion too large');
+  const out: Atom[][] = [];
+  for (const l of left) for (const r of right) out.push([...l, ...r]);
+  return out;
+}
+
+/** expand_amble: the comma-separated elements, each brace-expanded. */
+function expandAmble(amble: Atom[], depth: number): Atom[][] {
+  const out: Atom[][] = [];
+  let start = 0;
+  while (start <= amble.length) {
+    let end = gobble(amble, start, ',');
+    if (end < 0) end = amble.length;
+    out.push(...braceExpand(amble.slice(start, end), depth + 1));
+    if (out.length > MAX_BRACE_FIELDS) throw new Overflow('brace expansion too large');
+    start = end + 1;
+  }
+  return out;
+}
+
+/** brace_expand: the words one word's atoms expand into. */
+function braceExpand(text: Atom[], depth = 0): Atom[][] {
+  if (depth > 64) throw new Overflow('brace expansion nested too deep');
+  let open = -1;
+  let close = -1;
+  for (let i = 0; i < text.length; ) {
+    const o = gobble(text, i, '{');
+    if (o < 0) break;
+    const c = gobble(text, o + 1, '}');
+    if (c >= 0) {
+      open = o;
+      close = c;
+      break;
+    }
+    i = o + 1;
+  }
+  if (open < 0) return [text];
+  const preamble = text.slice(0, open);
+  const amble = text.slice(open + 1, close);
+  const postamble = text.slice(close + 1);
+  let tack: Atom[][];
+  // bash looks for any unescaped comma here, quoted or not; inside a piece it is not known.
+  const comma = amble.some((a) => isChar(a, ',') || (a.kind === 'piece' && (!a.piece.literal || a.piece.value.includes(','))));
+  if (comma) {
+    if (amble.some((a) => a.kind === 'piece' && !a.piece.literal) && !amble.some((a) => isChar(a, ','))) {
+      throw new Overflow('cannot tell whether a computed part holds a comma');
+    }
+    tack = expandAmble(amble, depth);
+  } else {
+    const seq = seqTerm(amble);
+    if (seq !== null) tack = seq;
+    else if (postamble.length > 0) tack = [text.slice(open, close + 1)];
+    else return [text];
+  }
+  let result = tack.map((t) => [...preamble, ...t]);
+  if (postamble.length > 0) result = cross(result, braceExpand(postamble, depth + 1));
+  if (result.length > MAX_BRACE_FIELDS) throw new Overflow('brace expansion too large');
+  return result;
+}
+
+function atomsPiece(atoms: Atom[]): Piece {
+  let value = '';
+  let literal = true;
+  let quoted = false;
+  let glob = false;
+  let openBracket = false;
+  for (const a of atoms) {
+    if (a.kind === 'piece') {
+      value += a.piece.value;
+      literal &&= a.piece.literal;
+      quoted ||= a.piece.quoted;
+      glob ||= a.piece.glob;
+      continue;
+    }
+    value += a.c;
+    if (a.kind === 'char') {
+      if (a.c === '*' || a.c === '?') glob = true;
+      else if (a.c === '[') openBracket = true;
+      else if (a.c === ']' && openBracket) glob = true;
+    }
+  }
+  return { value: literal ? value : '', literal, glob, quoted };
 }
 
 /**
- * The argv fields one word becomes. Brace expansion is applied (it can turn one word into
- * several, and into flags); an unquoted word that expands to nothing is dropped, as bash does.
+ * The argv fields one word becomes. Brace expansion is applied as bash does it (it can turn one
+ * word into several, and into flags); an unquoted word that expands to nothing is dropped.
  */
 export function expandWord(word: Word, bq = 0): Field[] {
   const pos = posOf(word);
-  if (hasUnquotedBrace(word)) syntax.SplitBraces(word);
   let pieces: Piece[];
   try {
-    pieces = expandParts(word.Parts, bq);
+    pieces = braceExpand(atomsOf(word.Parts, bq)).map(atomsPiece);
   } catch (e) {
     if (e instanceof Overflow) return [{ value: DYNAMIC, literal: false, glob: false, pos }];
     throw e;
@@ -360,15 +468,9 @@ export function expandWord(word: Word, bq = 0): Field[] {
 export function wordLiteral(word: Word, bq = 0): string | null {
   let out = '';
   for (const part of word.Parts) {
-    let alts: Piece[];
-    try {
-      alts = partAlternatives(part, bq);
-    } catch (e) {
-      if (e instanceof Overflow) return null;
-      throw e;
-    }
-    if (alts.length !== 1 || !alts[0]!.literal) return null;
-    out += alts[0]!.value;
+    const p = partPiece(part, bq);
+    if (!p.literal) return null;
+    out += p.value;
   }
   return out;
 }

@@ -36,9 +36,14 @@ const QUERY = `SELECT c.oid::int8 AS oid, n.nspname, c.relname, a.attnum, a.attn
 
 function tlsOption(t: PgTargetConfig['tls']): pg.ClientConfig['ssl'] {
   if (!t) return false;
-  if (t === 'require') return { rejectUnauthorized: false };
-  if (t === 'verify-full') return { rejectUnauthorized: true };
-  return { rejectUnauthorized: t.rejectUnauthorized ?? true, ...(t.ca !== undefined ? { ca: t.ca } : {}), ...(t.servername !== undefined ? { servername: t.servername } : {}) };
+  if (t.mode === 'prefer' || t.mode === 'require') return { rejectUnauthorized: false };
+  const name = t.servername ?? undefined;
+  return {
+    rejectUnauthorized: true,
+    ...(t.ca !== undefined ? { ca: t.ca } : {}),
+    ...(name !== undefined ? { servername: name } : {}),
+    ...(t.mode === 'verify-ca' ? { checkServerIdentity: () => undefined } : {}),
+  };
 }
 
 /** The catalog of one target. */

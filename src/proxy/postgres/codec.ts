@@ -469,16 +469,26 @@ export function decodeRowDescription(body: Buffer): FieldDescription[] {
 }
 
 export function decodeDataRow(body: Buffer): (Buffer | null)[] {
-  const r = new BodyReader(body, 'DataRow');
-  const n = r.count(4);
+  // Hot path (every row of every result): a plain loop instead of a BodyReader.
+  const len = body.length;
+  if (len < 2) throw new PgProtocolError('DataRow: message too short');
+  const n = body.readUInt16BE(0);
+  if (n * 4 > len - 2) throw new PgProtocolError(`DataRow: count ${n} exceeds the message size`);
   const out: (Buffer | null)[] = new Array<Buffer | null>(n);
+  let pos = 2;
   for (let i = 0; i < n; i++) {
-    const len = r.int32();
-    if (len === -1) out[i] = null;
-    else if (len < 0) throw new PgProtocolError(`DataRow: invalid value length ${len}`);
-    else out[i] = r.bytes(len);
+    if (pos + 4 > len) throw new PgProtocolError('DataRow: message too short');
+    const l = body.readInt32BE(pos);
+    pos += 4;
+    if (l === -1) {
+      out[i] = null;
+    } else {
+      if (l < 0 || pos + l > len) throw new PgProtocolError(`DataRow: invalid value length ${l}`);
+      out[i] = body.subarray(pos, pos + l);
+      pos += l;
+    }
   }
-  r.end();
+  if (pos !== len) throw new PgProtocolError(`DataRow: ${len - pos} unexpected trailing bytes`);
   return out;
 }
 

@@ -23,17 +23,27 @@ function specKey(m: MaskSpec): string {
   return JSON.stringify([m.column ?? null, m.detector ?? null, m.resource ?? null, m.field ?? null, m.strategy, m.keepFirst ?? null, m.keepLast ?? null, m.value ?? null]);
 }
 
+/**
+ * How masked values meet column types. 'result' (result sets): a column under a column rule whose
+ * type cannot hold the masked form is advertised as `text` (RowDescription is rewritten); a value
+ * a detector finds in a column whose type cannot hold the masked form (a card number in an int8)
+ * becomes NULL, so that ordinary numeric columns keep their types. 'copy-text': masked strings
+ * everywhere (COPY text/CSV has no types). 'copy-binary': types kept, NULL where they cannot hold
+ * the mask (binary COPY rows are decoded by the client with the table's types).
+ */
+export type MaskUse = 'result' | 'copy-text' | 'copy-binary';
+
 export class SessionMasks {
   private readonly specs: MaskSpec[] = [];
   private readonly keys = new Set<string>();
   private readonly seen = new WeakSet<MaskSpec>();
   private revision = 0;
-  private base: Masker | null = null;
-  private derived: Masker | null = null;
+  private readonly maskers = new Map<string, Masker>();
   private readonly cache = new Map<string, RowMasker>();
 
   constructor(
     private readonly hmacKey: string | Buffer | undefined,
+    /** 'text' (default): masked columns advertise text where needed; 'preserve': NULL instead. */
     private readonly typeMode: TypeMode,
   ) {}
 
@@ -81,43 +91,60 @@ export class SessionMasks {
     }
     if (changed) {
       this.revision++;
-      this.base = null;
-      this.derived = null;
+      this.maskers.clear();
       this.cache.clear();
     }
   }
 
-  private baseMasker(): Masker {
-    this.base ??= new Masker({ masks: this.specs, hmacKey: this.hmacKey, typeMode: this.typeMode });
-    return this.base;
-  }
-
-  private derivedMasker(): Masker {
-    if (!this.derived) {
-      const named = new Set(this.specs.filter((m) => m.detector !== undefined).map((m) => m.detector));
-      const extra: MaskSpec[] = DEFAULT_DETECTORS.filter((d) => !named.has(d.id)).map((d) => ({ detector: d.id, strategy: 'redact', rule: DERIVED_COLUMN_RULE }));
-      this.derived = new Masker({ masks: [...this.specs, ...extra], hmacKey: this.hmacKey, typeMode: this.typeMode });
+  /** A Masker over a subset of the masks: 'all', 'columns' or 'detectors' (+ the defaults when `derived`). */
+  private masker(part: 'all' | 'columns' | 'detectors', derived: boolean, mode: TypeMode): Masker {
+    const key = `${part}|${derived ? 1 : 0}|${mode}`;
+    let m = this.maskers.get(key);
+    if (!m) {
+      let specs = part === 'all' ? this.specs : part === 'columns' ? this.specs.filter((x) => x.column !== undefined) : this.specs.filter((x) => x.detector !== undefined);
+      if (derived) {
+        const named = new Set(this.specs.filter((x) => x.detector !== undefined).map((x) => x.detector));
+        const extra: MaskSpec[] = DEFAULT_DETECTORS.filter((d) => !named.has(d.id)).map((d) => ({ detector: d.id, strategy: 'redact', rule: DERIVED_COLUMN_RULE }));
+        specs = [...specs, ...extra];
+      }
+      m = new Masker({ masks: specs, hmacKey: this.hmacKey, typeMode: mode });
+      this.maskers.set(key, m);
     }
-    return this.derived;
+    return m;
   }
 
   /** Masks free text (error messages, notices, parameters) with the detectors, defaults included. */
   maskText(s: string): string {
-    return this.baseMasker().maskText(s);
+    return this.masker('all', false, this.typeMode).maskText(s);
   }
 
-  /**
-   * The row masker for a result's columns (cached). `typeMode` overrides the session's (binary
-   * COPY keeps types: 'preserve').
-   */
-  rowMasker(cols: readonly ColumnDescriptor[], typeMode?: TypeMode): RowMasker {
+  /** The row masker for a result's columns (cached per column set and mask version). */
+  rowMasker(cols: readonly ColumnDescriptor[], use: MaskUse = 'result'): RowMasker {
     const derived = this.hasColumnRules && cols.some((c) => c.table === undefined && TEXTUAL.has(categoryOf(c.typeOid)));
-    let key = `${this.revision}|${derived ? 1 : 0}|${typeMode ?? ''}`;
+    let key = `${this.revision}|${derived ? 1 : 0}|${use}`;
     for (const c of cols) key += `|${c.table ?? ''}.${c.column}:${c.typeOid}:${c.format === 'binary' ? 1 : 0}`;
     const hit = this.cache.get(key);
     if (hit) return hit;
-    const masker = derived ? this.derivedMasker() : this.baseMasker();
-    const rm = masker.rowMasker(cols, typeMode !== undefined ? { typeMode } : {});
+    let rm: RowMasker;
+    if (use !== 'result') {
+      rm = this.masker('all', derived, use === 'copy-text' ? 'text' : 'preserve').rowMasker(cols);
+    } else {
+      // Column rules first (in the session's type mode), then the detectors on what that left,
+      // keeping types (a detector hit in a type that cannot hold the mask becomes NULL).
+      const byColumn = this.masker('columns', false, this.typeMode).rowMasker(cols);
+      const after = cols.map((c, i) => (byColumn.advertisedTypes[i] === c.typeOid ? c : { ...c, typeOid: byColumn.advertisedTypes[i]! }));
+      const byDetector = this.masker('detectors', derived, 'preserve').rowMasker(after);
+      if (byColumn.passthrough) rm = byDetector;
+      else if (byDetector.passthrough) rm = byColumn;
+      else {
+        const fn = (row: (Buffer | null)[]): (Buffer | null)[] => byDetector(byColumn(row));
+        rm = Object.assign(fn, {
+          advertisedTypes: byDetector.advertisedTypes,
+          passthrough: false,
+          plan: byColumn.plan.map((p, i) => (p.action === 'pass' ? byDetector.plan[i]! : p)),
+        });
+      }
+    }
     if (this.cache.size >= MAX_CACHED_MASKERS) this.cache.clear();
     this.cache.set(key, rm);
     return rm;

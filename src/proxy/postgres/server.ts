@@ -11,8 +11,9 @@ import { initFacts } from '../../policy/actions.js';
 import { PortcullisError, type Identity } from '../../policy/types.js';
 import { TargetCatalog, type CatalogOptions } from './catalog.js';
 import { DEFAULT_MAX_MESSAGE } from './codec.js';
-import { PgSession } from './session.js';
+import { PgSession, type SessionLimits } from './session.js';
 import type { StatementEntry } from './transcript.js';
+import type { StatementSummary } from '../../core/events.js';
 import type { PgTargetConfig } from './upstream.js';
 
 export interface PostgresProxyOptions {
@@ -24,7 +25,9 @@ export interface PostgresProxyOptions {
   targets: (name: string) => PgTargetConfig | undefined;
   /**
    * Verifies the agent's password (an API token or an OIDC token; user name = subject). Throws a
-   * PortcullisError whose message is safe to show the agent.
+   * PortcullisError whose message is safe to show the agent. `ctx.remote` is the peer's IP
+   * address (no port). serve wires: (user, pw, ctx) => identity.verifyBearer(pw, { remote:
+   * ctx.remote, protocol: 'postgres', userHint: user }).
    */
   authenticate: (user: string, password: string, ctx: { remote: string }) => Promise<Identity>;
   /** The bastion's TLS certificate and key (PEM): SSLRequest is answered 'S'. */
@@ -48,8 +51,13 @@ export interface PostgresProxyOptions {
   /** Upstream connect + login timeout; default 10 s. */
   upstreamTimeoutMs?: number;
   catalog?: CatalogOptions;
+  /** Session limits (config `session:`): idle timeout, maximum duration, credential revalidation. */
+  session?: SessionLimits;
   log: Logger;
 }
+
+/** The core event carrying PostgreSQL statement transcript entries. */
+export const CORE_STATEMENT_EVENT = 'session.statement';
 
 export interface PostgresProxyEvents {
   /** One per statement (simple Query) or execution (extended protocol), already masked. */
@@ -74,6 +82,13 @@ function validate(opts: PostgresProxyOptions): void {
   for (const k of ['maxConnectionsPerIdentity', 'maxConnections', 'maxMessageBytes', 'startupTimeoutMs', 'upstreamTimeoutMs'] as const) {
     const v = opts[k];
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new PortcullisError('pg_proxy_option', `postgres proxy: option ${k} must be a positive integer, got ${String(v)}`);
+  }
+  for (const k of ['idleTimeoutMs', 'maxDurationMs', 'revalidateMs'] as const) {
+    const v = opts.session?.[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new PortcullisError('pg_proxy_option', `postgres proxy: option session.${k} must be a positive integer (ms), got ${String(v)}`);
+  }
+  if (opts.session?.revalidateMs !== undefined && typeof opts.session.revalidate !== 'function') {
+    throw new PortcullisError('pg_proxy_option', 'postgres proxy: option session.revalidateMs needs session.revalidate (identity) => Promise<{ ok }>');
   }
   if (opts.typeMode !== undefined && opts.typeMode !== 'text' && opts.typeMode !== 'preserve') throw new PortcullisError('pg_proxy_option', `postgres proxy: option typeMode must be text or preserve`);
   if (!opts.tls && !opts.allowPlaintext) {
@@ -143,10 +158,14 @@ export async function startPostgresProxy(core: Core, opts: PostgresProxyOptions)
     },
     onStatement(e: StatementEntry): void {
       events.emit('statement', e);
+      // Also on the core's bus, for the console and the control socket. CoreEvents has no entry
+      // for it yet (src/core is not this module's): emitted untyped until it does.
+      core.events.emit(CORE_STATEMENT_EVENT, e as unknown as StatementSummary);
     },
     onClosed(s: PgSession): void {
       sessions.delete(s);
     },
+    limits: opts.session ?? {},
   };
 
   const server = net.createServer((socket) => {

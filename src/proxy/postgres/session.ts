@@ -80,6 +80,7 @@ import { connectUpstream, sendCancel, UpstreamError, type PgTargetConfig } from 
 /** The statement forwarded in place of a refused one: fails at parse time, changes nothing. */
 export const POISON_SQL = 'portcullis refused this statement';
 const REFRESH_PATH_SQL = 'SELECT pg_catalog.array_to_json(pg_catalog.current_schemas(false))::text';
+const PATH_SAVEPOINT = 'portcullis_search_path';
 /** Client bytes buffered while a decision is pending before the socket is paused. */
 const CLIENT_BUFFER_LIMIT = 4 * 1024 * 1024;
 /** Server bytes buffered for the client before the upstream is paused. */
@@ -110,6 +111,17 @@ export interface SessionEnv {
   cancel(pid: number, secret: Buffer): void;
   onStatement(e: StatementEntry): void;
   onClosed(s: PgSession): void;
+  limits: SessionLimits;
+}
+
+export interface SessionLimits {
+  /** Close a session that sent nothing for this long (no statement running or held). */
+  idleTimeoutMs?: number;
+  /** Close a session this long after it opened. */
+  maxDurationMs?: number;
+  /** Re-check the agent's credential this often (with `revalidate`); a refused one closes the session. */
+  revalidateMs?: number;
+  revalidate?: (identity: Identity) => Promise<{ ok: true } | { ok: false; message: string }>;
 }
 
 /** A statement as the server holds it (protocol-level prepared statement), mirrored. */
@@ -161,7 +173,7 @@ interface Record0 {
   approval?: StatementEntry['approval'];
 }
 
-type Entry = { batch: number; done?: (() => void)[] } & (
+type Entry = { batch: number; done?: (() => void)[]; /** A bastion-only batch: its errors are not the client's. */ silent?: boolean } & (
   | { k: 'parse'; name: string; stmt: StmtState; internal: boolean; refusal?: Refusal }
   | { k: 'descS'; name: string; internal: boolean; copyFor?: { stmtName: string | null; plan: CopyOutPlan; query?: QueryEntry; index: number } }
   | { k: 'bind'; portal: string; statement: string; formats: number[]; params: (string | null)[] }
@@ -247,6 +259,15 @@ function normEncoding(s: string): string {
   return s.toLowerCase().replace(/[^a-z0-9]/g, '');
 }
 
+/**
+ * The proxy's own bookkeeping (search_path, portcullis.reason, prepared statements and portals,
+ * COPY, the parser-integrity checks) only concerns statements containing one of these keywords
+ * (a keyword cannot be written any other way; a function name can, with U&"…" escapes, hence
+ * `u&`). Statements without any skip the proxy's fact extraction (the core still decides them).
+ */
+const STATE_KEYWORDS =
+  /(?<![A-Za-z0-9_$])(set|reset|discard|set_config|role|authorization|schema|commit|rollback|abort|end|prepare|savepoint|release|deallocate|close|copy|begin|start)(?![A-Za-z0-9_$])|u&/i;
+
 /** Settings that change how the server reads statements (the bastion parses with the defaults). */
 const LEXER_SETTINGS = new Set(['standard_conforming_strings', 'backslash_quote', 'client_encoding']);
 
@@ -317,12 +338,23 @@ export class PgSession {
   private applicationName = '';
 
   // policy state
+  // search_path: `path` is what the policy resolves names with. It follows the SETs the proxy
+  // forwards, optimistically; but a SET may fail, be rolled back (an error, ROLLBACK, ROLLBACK TO,
+  // the implicit transaction of a failed statement) or end with its transaction (SET LOCAL), and
+  // pipelined statements are decided before the ones ahead of them have run. So after any change
+  // the path is *uncertain* until it is read back from the server at the next quiet point (no
+  // response outstanding; inside a transaction under a savepoint). A statement decided while it is
+  // uncertain is decided under every path the session may be on, and the most restrictive
+  // decision wins.
   private path: string[] = ['public'];
+  private confirmedPath: string[] = ['public'];
+  /** Paths the session may have been on since the last confirmation outside a transaction. */
   private pathCandidates: string[][] = [];
-  private changedSinceConfirm = false;
-  private txChanged = false;
+  private pathUncertain = false;
+  /** A change not yet confirmed outside a transaction (the transaction's end may revert it). */
+  private changedInTx = false;
   private rollbackSeen = false;
-  private needRefresh = false;
+  private errorSeen = false;
   private reason: string | undefined;
   private readonly masks: SessionMasks;
 
@@ -354,6 +386,8 @@ export class PgSession {
   private cancelRequested = false;
   private startupWaiter: (() => void) | null = null;
   private startupTimer: NodeJS.Timeout | null = null;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private lastActivity = Date.now();
 
   constructor(
     socket: net.Socket,
@@ -508,7 +542,8 @@ export class PgSession {
     const password = decodePasswordMessage(pm.data);
     let identity: Identity;
     try {
-      identity = await this.env.authenticate(user, password, { remote: this.remote });
+      // The peer's address without the port: rate limiting counts failures per source.
+      identity = await this.env.authenticate(user, password, { remote: this.client.remoteAddress ?? this.remote });
     } catch (e) {
       const safe = e instanceof PortcullisError ? e.message : 'the credential was not accepted';
       this.env.log.info('postgres proxy: authentication failed', { remote: this.remote, user, code: e instanceof PortcullisError ? e.code : 'error' });
@@ -628,6 +663,11 @@ export class PgSession {
     this.detachStartup(this.client);
     this.client.on('data', (d: Buffer) => {
       this.clientReader.push(d);
+      if (this.clientPumping && !this.clientPausedBuffer && this.clientReader.buffered > CLIENT_BUFFER_LIMIT) {
+        // A decision or a hold is pending: stop reading until the pump catches up.
+        this.clientPausedBuffer = true;
+        this.updateClientFlow();
+      }
       void this.pumpClient();
     });
     this.client.on('drain', () => {
@@ -652,21 +692,54 @@ export class PgSession {
     this.env.registerCancel(key.pid, key.secret, this);
     const out: Buffer[] = [encodeAuthentication(AUTH_OK)];
     for (const [k, v] of upc.params) out.push(encodeParameterStatus(k, v));
-    for (const n of upc.notices) out.push(n);
+    for (const n of upc.notices) out.push(this.maskNotice(n.subarray(5), 'N').buf);
     out.push(encodeBackendKeyData(key.pid, key.secret));
     out.push(encodeReadyForQuery(this.status));
     this.client.write(Buffer.concat(out));
     this.ready = true;
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.startupTimer = null;
+    this.armLimits();
     void this.pumpClient();
+  }
+
+  private armLimits(): void {
+    const l = this.env.limits;
+    if (l.maxDurationMs) {
+      const t = setTimeout(() => void this.fatal({ code: '57P01', message: `terminating connection: the session reached its maximum duration (${Math.round(l.maxDurationMs! / 1000)} s)` }), l.maxDurationMs);
+      t.unref();
+      this.timers.push(t);
+    }
+    if (l.idleTimeoutMs) {
+      const idle = l.idleTimeoutMs;
+      const t = setInterval(() => {
+        if (this.queueEmpty && !this.hold && Date.now() - this.lastActivity >= idle) {
+          void this.fatal({ code: '57P05', message: `terminating connection due to idle-session timeout (${Math.round(idle / 1000)} s)` });
+        }
+      }, Math.max(250, Math.min(10_000, Math.floor(idle / 4))));
+      t.unref();
+      this.timers.push(t);
+    }
+    if (l.revalidateMs && l.revalidate) {
+      const check = l.revalidate;
+      const t = setInterval(() => {
+        void check(this.identity!).then(
+          (r) => {
+            if (!r.ok) void this.fatal({ code: '28000', message: `terminating connection: the credential is no longer valid: ${r.message}` });
+          },
+          (e: unknown) => this.env.log.warn('postgres proxy: credential revalidation failed', { session: this.info?.id, error: (e as Error).message }),
+        );
+      }, l.revalidateMs);
+      t.unref();
+      this.timers.push(t);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
   // helpers
 
-  private request(sql: string): PolicyRequest {
-    const r: PolicyRequest = { protocol: 'postgres', identity: this.identity!, target: this.targetName, sql, searchPath: this.decisionPath() };
+  private request(sql: string, searchPath: string[] = this.path): PolicyRequest {
+    const r: PolicyRequest = { protocol: 'postgres', identity: this.identity!, target: this.targetName, sql, searchPath };
     if (this.reason !== undefined) r.reason = this.reason;
     return r;
   }
@@ -675,10 +748,11 @@ export class PgSession {
     return clipStatement(summarizeRequest({ protocol: 'postgres', identity: this.identity!, target: this.targetName, sql }).sql ?? '');
   }
 
-  private decisionPath(): string[] {
-    if (!this.needRefresh) return this.path;
-    const out: string[] = [];
-    for (const p of [this.path, ...this.pathCandidates]) for (const s of p) if (!out.includes(s)) out.push(s);
+  /** The paths to decide under: the current one, or every possible one while uncertain. */
+  private decisionPaths(): string[][] {
+    if (!this.pathUncertain) return [this.path];
+    const out: string[][] = [];
+    for (const p of [this.path, this.confirmedPath, ...this.pathCandidates]) if (!out.some((q) => samePath(q, p))) out.push(p);
     return out;
   }
 
@@ -820,6 +894,7 @@ export class PgSession {
           return;
         }
         if (!f) break;
+        this.lastActivity = Date.now();
         let m: ClientMessage;
         try {
           m = decodeClientMessage(f.type, f.body);
@@ -932,9 +1007,11 @@ export class PgSession {
   }
 
   /** Forwards the poison statement as a simple Query; its error becomes `refusal`. */
-  private forwardRefusal(refusal: Refusal, extended = false): void {
+  private forwardRefusal(refusal: Refusal, extended = false, statementName = ''): void {
     if (extended) {
-      this.sendUp(encodeParse('', POISON_SQL));
+      // Same statement slot as the refused Parse: a failed Parse of the unnamed statement drops
+      // the previous unnamed one, a failed Parse of a named one changes nothing — as on a server.
+      this.sendUp(encodeParse(statementName === '' ? '' : '__portcullis_refused', POISON_SQL));
       this.push({ k: 'refuse', batch: this.batch, refusal });
       this.discardUntilSync = true;
       return;
@@ -955,7 +1032,8 @@ export class PgSession {
 
   /** Before deciding: refresh the search path from the server when it may have diverged. */
   private async beforeDecide(): Promise<void> {
-    const blocked = (): boolean => this.closed || !this.needRefresh || this.openBatch || this.status === 'E';
+    // Not in an aborted transaction (nothing but its end can run there anyway).
+    const blocked = (): boolean => this.closed || !this.pathUncertain || this.openBatch || this.status === 'E';
     if (blocked()) return;
     await this.whenIdle();
     if (blocked()) return;
@@ -967,16 +1045,35 @@ export class PgSession {
   }
 
   private async refreshPath(): Promise<void> {
-    const rows = await this.internalQuery(REFRESH_PATH_SQL);
+    let rows: string[][];
+    if (this.status === 'T') {
+      // Inside the client's transaction: under a savepoint, so that even a failure (a tiny
+      // statement_timeout …) leaves the client's transaction exactly as it was.
+      try {
+        rows = await this.internalQuery(`SAVEPOINT ${PATH_SAVEPOINT}; ${REFRESH_PATH_SQL}; RELEASE SAVEPOINT ${PATH_SAVEPOINT}`);
+      } catch (e) {
+        if (this.closed) throw e;
+        try {
+          await this.internalQuery(`ROLLBACK TO SAVEPOINT ${PATH_SAVEPOINT}; RELEASE SAVEPOINT ${PATH_SAVEPOINT}`);
+        } catch (e2) {
+          await this.fatal({ code: 'XX000', message: `the bastion could not restore the transaction after reading search_path: ${(e2 as Error).message}` });
+        }
+        throw e;
+      }
+    } else {
+      rows = await this.internalQuery(REFRESH_PATH_SQL);
+    }
     const v = rows[0]?.[0];
     if (typeof v !== 'string') throw new PortcullisError('pg_search_path', 'no search_path in the answer');
     const parsed: unknown = JSON.parse(v);
     if (!Array.isArray(parsed) || !parsed.every((x) => typeof x === 'string')) throw new PortcullisError('pg_search_path', `unexpected search_path answer ${v}`);
     this.path = parsed.length > 0 ? (parsed as string[]) : ['pg_catalog'];
-    this.pathCandidates = [];
-    this.needRefresh = false;
-    this.changedSinceConfirm = false;
-    if (this.status === 'I') this.txChanged = false;
+    this.confirmedPath = this.path;
+    this.pathUncertain = false;
+    if (this.status === 'I') {
+      this.changedInTx = false;
+      this.pathCandidates = [];
+    }
   }
 
   private internalQuery(sql: string): Promise<string[][]> {
@@ -989,6 +1086,7 @@ export class PgSession {
 
   /** Facts for our own bookkeeping (the core computes its own; this hits the same cache). */
   private facts(sql: string, path: string[]): SqlFacts | null {
+    if (!STATE_KEYWORDS.test(sql)) return null;
     try {
       return sqlFactsCached(sql, { searchPath: path });
     } catch {
@@ -997,15 +1095,34 @@ export class PgSession {
   }
 
   /**
+   * core.decide under every path the session may be on (one audit event each); the most
+   * restrictive decision wins (deny > review > allow), with the masks of all of them.
+   */
+  private async decideUnderPaths(sql: string): Promise<{ decision: Decision; seq: number | null }> {
+    const paths = this.decisionPaths();
+    if (paths.length === 1) return this.env.core.decide(this.info!.id, this.request(sql, paths[0]));
+    let best: { decision: Decision; seq: number | null } | null = null;
+    const masks = [];
+    const rank = { allow: 0, review: 1, deny: 2 } as const;
+    for (const p of paths) {
+      const r = await this.env.core.decide(this.info!.id, this.request(sql, p));
+      masks.push(...r.decision.masks);
+      if (!best || rank[r.decision.effect] > rank[best.decision.effect]) best = r;
+      if (r.decision.effect === 'deny') break;
+    }
+    return { decision: { ...best!.decision, masks }, seq: best!.seq };
+  }
+
+  /**
    * Decides a statement string; on review, tells the client and holds it. Returns the final
    * outcome, with the refusal to send when it is not allowed.
    */
   private async decide(sql: string): Promise<{ ok: boolean; decision: Decision; seq: number | null; refusal?: Refusal; approval?: StatementEntry['approval']; facts: SqlFacts | null; path: string[] }> {
     await this.beforeDecide();
-    const req = this.request(sql);
-    const path = req.searchPath!;
+    const path = this.path;
+    const req = this.request(sql, path);
     const facts = this.facts(sql, path);
-    const { decision, seq } = await this.env.core.decide(this.info!.id, req);
+    const { decision, seq } = await this.decideUnderPaths(sql);
     if (decision.effect === 'deny') return { ok: false, decision, seq, refusal: { fields: errorFields(this.policyError(decision)) }, facts, path };
     let approval: StatementEntry['approval'];
     if (decision.effect === 'review') {
@@ -1079,9 +1196,10 @@ export class PgSession {
     if (!samePath(after, path)) {
       this.path = after;
       this.pathCandidates.push(after);
-      this.changedSinceConfirm = true;
-      this.txChanged = true;
+      this.pathUncertain = true;
+      this.changedInTx = true;
     }
+    if (this.changedInTx && facts.statements.some((st) => st.actions.some((a) => a.action === 'transaction'))) this.pathUncertain = true;
     for (const st of facts.statements) {
       for (const a of st.actions) {
         if (a.action === 'set' && a.setting === 'portcullis.reason') this.reason = (a.value ?? '').replace(/^'(.*)'$/, '$1');
@@ -1118,14 +1236,14 @@ export class PgSession {
     if (plans.length > 0 && !this.openBatch) {
       plans.forEach((plan, index) => {
         this.sendUp(encodeParse('__portcullis_copy', plan.describeSql));
-        this.push({ k: 'parse', batch: this.batch, name: '__portcullis_copy', internal: true, stmt: this.blankStmt() });
+        this.push({ k: 'parse', batch: this.batch, name: '__portcullis_copy', internal: true, silent: true, stmt: this.blankStmt() });
         this.sendUp(encodeDescribe('S', '__portcullis_copy'));
-        this.push({ k: 'descS', batch: this.batch, name: '__portcullis_copy', internal: true, copyFor: { stmtName: null, plan, query: entry, index } });
+        this.push({ k: 'descS', batch: this.batch, name: '__portcullis_copy', internal: true, silent: true, copyFor: { stmtName: null, plan, query: entry, index } });
         this.sendUp(encodeClose('S', '__portcullis_copy'));
-        this.push({ k: 'close', batch: this.batch, target: 'S', name: '__portcullis_copy', internal: true });
+        this.push({ k: 'close', batch: this.batch, target: 'S', name: '__portcullis_copy', internal: true, silent: true });
       });
       this.sendUp(SYNC);
-      this.push({ k: 'sync', batch: this.batch, internal: true });
+      this.push({ k: 'sync', batch: this.batch, internal: true, silent: true });
       this.batch++;
       entry.batch = this.batch;
     }
@@ -1146,7 +1264,7 @@ export class PgSession {
     const d = await this.decide(m.sql);
     if (this.closed) return;
     if (!d.ok) {
-      this.forwardRefusal(d.refusal ?? { fields: errorFields(this.policyError(d.decision)) }, true);
+      this.forwardRefusal(d.refusal ?? { fields: errorFields(this.policyError(d.decision)) }, true, m.name);
       this.record({ protocol: 'extended', statement: this.audited(m.sql), decision: decisionInfo(d.decision), seq: d.seq, ...(d.approval ? { approval: d.approval } : {}), error: { code: noticeField(d.refusal?.fields ?? [], 'C') ?? '42501', message: noticeField(d.refusal?.fields ?? [], 'M') ?? 'refused' } });
       this.flushUp();
       return;
@@ -1238,6 +1356,7 @@ export class PgSession {
         return;
       }
     }
+    if (f.type === B.ErrorResponse) this.errorSeen = true;
     const e = this.head();
     if (!e) {
       if (f.type === B.ErrorResponse) {
@@ -1304,7 +1423,7 @@ export class PgSession {
         }
         if (f.type === B.ErrorResponse) {
           // An error at Sync (a deferred constraint at the implicit commit …).
-          this.sendClient(this.maskNotice(f.body, 'E').buf);
+          if (!e.silent) this.sendClient(this.maskNotice(f.body, 'E').buf);
           return;
         }
         throw new PgProtocolError(`unexpected message ${String.fromCharCode(f.type)} before ReadyForQuery`);
@@ -1313,20 +1432,21 @@ export class PgSession {
 
   private onExtendedError(e: Entry, f: Frame): void {
     if (f.type !== B.ErrorResponse) throw new PgProtocolError(`unexpected message ${String.fromCharCode(f.type)} for ${e.k}`);
-    // An internal message's error is the client's too: the server now discards until Sync.
-    this.sendClient(this.maskNotice(f.body, 'E').buf);
+    // An error of a message injected into the client's batch is the client's too (the server
+    // now discards the rest of that batch); one of a bastion-only batch is not.
+    if (!e.silent) this.sendClient(this.maskNotice(f.body, 'E').buf);
     this.failedBatch = e.batch;
     this.pop();
   }
 
   private onReady(status: 'I' | 'T' | 'E'): void {
     this.status = status;
-    if (this.changedSinceConfirm || (this.txChanged && (status === 'I' || this.rollbackSeen))) this.needRefresh = true;
+    if (this.changedInTx && (status === 'I' || this.rollbackSeen || this.errorSeen)) this.pathUncertain = true;
     this.rollbackSeen = false;
+    this.errorSeen = false;
     if (status === 'I') {
       this.portals.clear();
       this.knownPortals.clear();
-      if (!this.needRefresh) this.txChanged = false;
     }
   }
 
@@ -1507,7 +1627,7 @@ export class PgSession {
     let mask: (row: (Buffer | null)[]) => (Buffer | null)[];
     if (cols && cols.length === resp.columnFormats.length) {
       const descs = cols.map((c) => ({ ...c, format: binary ? ('binary' as const) : ('text' as const) }));
-      const rm = this.masks.rowMasker(descs, binary ? 'preserve' : 'text');
+      const rm = this.masks.rowMasker(descs, binary ? 'copy-binary' : 'copy-text');
       mask = (row) => (row.length === descs.length ? rm(row) : row.map((v) => (v === null ? null : binary ? null : Buffer.from('[REDACTED]'))));
     } else {
       mask = (row) => row.map((v) => (v === null ? null : binary ? null : Buffer.from('[REDACTED]')));
@@ -1578,6 +1698,9 @@ export class PgSession {
         }
         ctx.masker = null;
         this.afterCommand(tag);
+        const ap = e.rec.approval;
+        // Tell the agent who released its held statement and what it did (visible under psql -q too).
+        if (ap?.state === 'approved') this.sendClient(encodeNoticeResponse({ code: '00000', message: `portcullis: approval ${ap.id} granted by ${ap.by ?? 'an operator'}; the held statement ran: ${tag}` }));
         this.sendClient(f.raw);
         return;
       }
@@ -1783,6 +1906,7 @@ export class PgSession {
     if (this.closed) return;
     this.closed = true;
     this.ready = false;
+    for (const t of this.timers) clearTimeout(t);
     this.hold?.abort();
     const w = this.startupWaiter;
     this.startupWaiter = null;

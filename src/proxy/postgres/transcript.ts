@@ -13,6 +13,8 @@ export const MAX_SAMPLE_ROWS = 3;
 const MAX_STATEMENT_CHARS = 64 * 1024;
 /** Longest sample cell kept. */
 const MAX_CELL_CHARS = 256;
+/** Longest time a transcript line waits in memory before it is written. */
+const FLUSH_MS = 100;
 
 export interface TranscriptHeader {
   type: 'session';
@@ -77,7 +79,7 @@ export class TranscriptWriter {
   private failed = false;
   private pending: string[] = [];
   private pendingBytes = 0;
-  private scheduled = false;
+  private timer: NodeJS.Timeout | null = null;
 
   constructor(
     dir: string,
@@ -95,21 +97,26 @@ export class TranscriptWriter {
     });
   }
 
-  /** Lines are coalesced and written once per event-loop turn (or every 64 KiB). */
+  /**
+   * Lines are coalesced and written at most every `FLUSH_MS` (or at 64 KiB): a transcript is a
+   * record for replay, not the audit log (which is written ahead of every request by the core).
+   */
   write(line: TranscriptLine): void {
     if (!this.stream || this.failed) return;
     const text = JSON.stringify(line) + '\n';
     this.pending.push(text);
     this.pendingBytes += text.length;
     if (this.pendingBytes >= 64 * 1024) this.flush();
-    else if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
+    else if (!this.timer) {
+      this.timer = setTimeout(() => this.flush(), FLUSH_MS);
+      this.timer.unref();
     }
   }
 
-  private flush(): void {
-    this.scheduled = false;
+  /** Writes what is pending now. */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     if (this.pending.length === 0 || !this.stream) return;
     const data = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
     this.pending = [];

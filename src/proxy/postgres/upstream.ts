@@ -43,11 +43,19 @@ export interface PgTargetConfig {
   /** For SCRAM-SHA-256, md5 or cleartext, whichever the server asks for. */
   password?: string;
   /**
-   * TLS to the upstream: false/absent = plain TCP; 'require' = TLS without certificate checks;
-   * 'verify-full' (or an object) = TLS with the certificate checked against `ca` (or the system
-   * roots) and the host name.
+   * TLS to the upstream, as libpq's sslmode: absent/false = plain TCP; 'prefer' = TLS when the
+   * server offers it, no certificate checks; 'require' = TLS, no certificate checks; 'verify-ca'
+   * = the chain is checked against `ca` (or the system roots); 'verify-full' = and the host name
+   * (`servername`, default `host`) too.
    */
-  tls?: false | 'require' | 'verify-full' | { ca?: string | Buffer; servername?: string; rejectUnauthorized?: boolean };
+  tls?: false | PgTargetTls;
+}
+
+export interface PgTargetTls {
+  mode: 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+  /** PEM of the CA(s) that sign the server certificate (default: the system roots). */
+  ca?: string | Buffer;
+  servername?: string;
 }
 
 export interface UpstreamConnection {
@@ -198,20 +206,16 @@ function connectTcp(host: string, port: number, timeoutMs: number, signal?: Abor
   });
 }
 
-function upgradeTls(sock: net.Socket, target: PgTargetConfig): Promise<tls.TLSSocket> {
-  const t = target.tls;
+function upgradeTls(sock: net.Socket, target: PgTargetConfig, t: PgTargetTls): Promise<tls.TLSSocket> {
+  const name = t.servername ?? target.host;
   const opts: tls.ConnectionOptions = { socket: sock };
-  if (t === 'require') {
+  if (!net.isIP(name)) opts.servername = name;
+  if (t.mode === 'prefer' || t.mode === 'require') {
     opts.rejectUnauthorized = false;
-  } else if (t === 'verify-full') {
-    opts.servername = net.isIP(target.host) ? undefined : target.host;
-    if (net.isIP(target.host)) opts.checkServerIdentity = (_h, cert) => tls.checkServerIdentity(target.host, cert);
-  } else if (typeof t === 'object') {
+  } else {
+    opts.rejectUnauthorized = true;
     if (t.ca !== undefined) opts.ca = t.ca;
-    opts.rejectUnauthorized = t.rejectUnauthorized ?? true;
-    const name = t.servername ?? target.host;
-    if (!net.isIP(name)) opts.servername = name;
-    opts.checkServerIdentity = (_h, cert) => tls.checkServerIdentity(name, cert);
+    opts.checkServerIdentity = t.mode === 'verify-full' ? (_h, cert) => tls.checkServerIdentity(name, cert) : () => undefined;
   }
   return new Promise((resolve, reject) => {
     const s = tls.connect(opts);
@@ -250,10 +254,13 @@ export async function connectUpstream(
     if (target.tls) {
       sock.write(encodeSslRequest());
       const answer = await ex.byte();
-      if (answer !== 0x53) throw new UpstreamError('pg_upstream_error', `the server refused TLS (answered ${typeName(answer)})`);
-      ex.detach();
-      sock = await upgradeTls(sock, target);
-      ex.replace(sock);
+      if (answer === 0x53) {
+        ex.detach();
+        sock = await upgradeTls(sock, target, target.tls);
+        ex.replace(sock);
+      } else if (answer !== 0x4e || target.tls.mode !== 'prefer') {
+        throw new UpstreamError('pg_upstream_error', `the server refused TLS (answered ${typeName(answer)}) and the target requires it (${target.tls.mode})`);
+      }
     }
     sock.write(encodeStartupMessage([['user', target.user], ['database', target.database], ...params]));
     const out: UpstreamConnection = { socket: sock, reader: ex.reader, params: [], backendKey: null, status: 'I', notices: [] };
