@@ -11,6 +11,11 @@ import { parseConfig } from '../config/config.js';
 import { Core } from '../core/core.js';
 import { lockDataDir } from '../core/lock.js';
 import { startControlServer } from '../control/server.js';
+import { Masker } from '../masking/index.js';
+import { setSummaryMasker } from '../core/summary.js';
+import type { CompiledPolicy } from '../policy/compile.js';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { startPostgresProxy } from '../proxy/postgres/index.js';
 import { targetCredentials, type PostgresCredentials } from '../identity/credentials.js';
 import { execFileSync } from 'node:child_process';
@@ -121,6 +126,24 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
   };
 }
 
+/** The bastion's masking key (HMAC for `hash` masks): <data-dir>/keys/mask-hmac.key, made once. */
+function maskingKey(dataDir: string): Buffer {
+  const dir = join(dataDir, 'keys');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'mask-hmac.key');
+  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  return Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
+}
+
+/**
+ * One path out: audit summaries and log lines pass through the same masker (the policy's
+ * detector masks plus every default-on detector) before they are written.
+ */
+function textMasker(policy: CompiledPolicy, hmacKey: Buffer): Masker {
+  const masks = policy.rules.flatMap((r) => r.masks.filter((m) => m.detector !== undefined));
+  return new Masker({ masks, hmacKey, defaultDetectors: true });
+}
+
 /** A self-signed certificate for the demo's listeners (openssl), or null when openssl is missing. */
 function demoTlsCert(dataDir: string): { cert: string; key: string } | null {
   const dir = join(dataDir, 'keys');
@@ -169,7 +192,8 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
   } else {
     config = loadConfig(opts.config ?? defaultConfigPath(), { dataDir: opts.dataDir, policies: opts.policies, checkSecrets: true });
   }
-  const log = createLogger(config.logLevel);
+  let maskLogText: (s: string) => string = (x) => x;
+  const log = createLogger(config.logLevel, undefined, (x) => maskLogText(x));
   await initFacts();
   mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
   try {
@@ -191,6 +215,14 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     throw e;
   }
   const openedStore = store;
+  const hmacKey = maskingKey(config.dataDir);
+  const installMasker = (p: CompiledPolicy) => {
+    const m = textMasker(p, hmacKey);
+    setSummaryMasker((x) => m.maskText(x));
+    maskLogText = (x) => m.maskText(x);
+  };
+  installMasker(core.policy);
+  core.events.on('policy.reloaded', () => installMasker(core.policy));
   const identity = new IdentityService(config.identity, store, {
     log,
     audit: (e) =>
@@ -245,6 +277,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       port,
       log,
       dataDir: config.dataDir,
+      hmacKey,
       tls: config.tls,
       allowPlaintext: config.postgresAllowPlaintext,
       authenticate: (user, password, ctx) => identity.verifyBearer(password, { remote: ctx.remote, protocol: 'postgres', userHint: user }),
