@@ -14,6 +14,7 @@ import { initFacts } from '../src/policy/actions.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import type { PolicyRequest } from '../src/policy/types.js';
+import { IdentityService, defaultIdentityConfig } from '../src/identity/index.js';
 
 const agent = { subject: 'demo-agent', groups: ['agents'] };
 let dir: string;
@@ -21,6 +22,7 @@ let core: Core;
 let store: Store;
 let server: { close(): Promise<void> };
 let sock: string;
+let identity: IdentityService;
 
 before(async () => {
   await initFacts();
@@ -30,7 +32,8 @@ before(async () => {
   const log = createLogger('error', () => undefined);
   core = await Core.open({ dataDir: dir, policiesDir: join(dir, 'policies'), audit: { sync: 'writes', intervalMs: 50, checkpointEvery: 100 }, store, log });
   sock = join(dir, 'control.sock');
-  server = await startControlServer(core, { socket: sock, log });
+  identity = new IdentityService(defaultIdentityConfig(), store);
+  server = await startControlServer(core, { socket: sock, log, identity });
 });
 after(async () => {
   await server.close();
@@ -87,6 +90,19 @@ describe('control socket', () => {
     assert.equal(rec.state, 'approved');
     assert.equal(rec.decidedBy, 'oncall-alice');
     assert.equal((await outcome).state, 'approved');
+    c.close();
+  });
+
+  test('API tokens are created and revoked through the running bastion', async () => {
+    const c = await ControlClient.connect(sock, 'oncall-alice');
+    const created = await c.call<{ token: string; record: { id: string } }>('token.create', { subject: 'ci-job', groups: ['agents'], ttlMs: 3_600_000 });
+    const who = await identity.verifyBearer(created.token, { remote: '127.0.0.1', protocol: 'postgres' });
+    assert.equal(who.subject, 'ci-job');
+    const listed = await c.call<{ id: string }[]>('token.list');
+    assert.ok(listed.some((t) => t.id === created.record.id));
+    assert.doesNotMatch(JSON.stringify(listed), new RegExp(created.token.slice(-20)));
+    await c.call('token.revoke', { id: created.record.id });
+    await assert.rejects(identity.verifyBearer(created.token, { remote: '127.0.0.1', protocol: 'postgres' }), { code: 'token_revoked' });
     c.close();
   });
 

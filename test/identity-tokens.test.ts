@@ -191,7 +191,7 @@ describe('portcullis token (tokenCommand)', () => {
     assert.ok(fs.existsSync(path.join(dataDir, 'db')));
   });
 
-  test('create and revoke refuse to write behind a running bastion (its control socket answers)', async () => {
+  test('with a bastion running, create and revoke go through its control socket (a broken one is an error, nothing written)', async () => {
     const dataDir = path.join(dir.path, 'cli3');
     fs.mkdirSync(dataDir, { recursive: true });
     const server = net.createServer((c) => c.end());
@@ -199,10 +199,9 @@ describe('portcullis token (tokenCommand)', () => {
     try {
       const c = await run('create', '--subject', 'x', '--data-dir', dataDir);
       assert.equal(c.code, 1);
-      assert.match(c.err, /a bastion is running on .*cli3 .*control\.sock answers/);
+      assert.match(c.err, /portcullis token create: .*(closed the control connection|cannot reach)/);
       assert.equal(c.out, '', 'no token printed');
       assert.equal((await run('revoke', 'deadbeefdeadbeef', '--data-dir', dataDir)).code, 1);
-      assert.equal((await run('list', '--data-dir', dataDir)).code, 0);
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }

@@ -97,6 +97,7 @@ const CASES: [string, Expect[]][] = [
   // ${x@P} expands the value as a prompt, which runs the command substitutions in it.
   ['x=\'$(rm -rf /)\'; echo ${x@P}', [{ program: 'echo', args: [D] }, { program: null, dynamic: true, wrappers: ['${…@P}'], context: 'subst' }]],
   ['echo ${x@Q}', [{ program: 'echo', args: [D] }]],
+  ['echo é ünï | grep ü', [{ program: 'echo', args: ['é', 'ünï'] }, { program: 'grep', args: ['ü'], stdin: 'pipe' }]],
   // --- eval
   ['eval "rm -rf /"', [{ program: 'eval', args: ['rm -rf /'], flags: [] }, rmrf('/', { wrappers: ['eval'] })]],
   ['eval rm -rf /', [{ program: 'eval', args: ['rm', '-rf', '/'], flags: [] }, rmrf('/', { wrappers: ['eval'] })]],
@@ -137,6 +138,14 @@ const CASES: [string, Expect[]][] = [
   ['parallel rm -rf ::: a b', [{ program: 'parallel' }, { program: 'rm', args: ['-rf'], flags: ['r', 'f'], wrappers: ['parallel'] }]],
   ['echo rm -rf / | parallel', [{ program: 'echo' }, { program: 'parallel', stdin: 'pipe' }, { program: null, dynamic: true, wrappers: ['parallel |'] }]],
   ['sudo $cmd -rf /', [{ program: 'sudo' }, { program: null, dynamic: true, args: ['-rf', '/'], wrappers: ['sudo'] }]],
+  ['sudo -e /etc/passwd', [{ program: 'sudo', flags: ['e'] }]],
+  ['sudo bash <<< "rm -rf /"', [{ program: 'sudo', stdin: 'herestring' }, { program: 'bash', wrappers: ['sudo'] }, rmrf('/', { wrappers: ['sudo', 'bash <<<'] })]],
+  ['runuser -u bob -- rm -rf x', [{ program: 'runuser', flags: ['u'] }, rmrf('x', { wrappers: ['runuser'] })]],
+  ['pkexec --user root rm -rf x', [{ program: 'pkexec', flags: ['user'] }, rmrf('x', { wrappers: ['pkexec'] })]],
+  ['exec -a name rm -rf x', [{ program: 'exec', flags: ['a'] }, rmrf('x', { wrappers: ['exec'] })]],
+  ['ionice -p 123', [{ program: 'ionice', flags: ['p'] }]],
+  ['timeout "$t" rm -rf x', [{ program: 'timeout' }, { program: null, dynamic: true, wrappers: ['timeout'] }]],
+  ['xargs -a list -n 2 rm -f', [{ program: 'xargs', flags: ['a', 'n'] }, { program: 'rm', args: ['-f'], wrappers: ['xargs'] }]],
   // --- dynamic program words
   ['$cmd -rf /', [{ program: null, dynamic: true, args: ['-rf', '/'] }]],
   ['$(echo rm) -rf /', [{ program: null, dynamic: true, args: ['-rf', '/'] }, { program: 'echo', args: ['rm'], context: 'subst' }]],
@@ -210,6 +219,8 @@ describe('shellFacts: parse errors', () => {
     ['cat <<EOF\nabc', 1, 5],
     ['for x in a; do', 1, 13],
     ['}', 1, 1],
+    // Columns count characters, not UTF-8 bytes.
+    ['echo é |', 1, 8],
     // A parser limitation: $'…' inside backquotes does not parse (bash accepts it). Fails closed.
     ["echo `echo $'a'`", 1, 16],
   ];
@@ -352,7 +363,7 @@ describe('shellFacts: parse errors', () => {
 describe('shellFacts: literal words match what bash itself passes (differential, /bin/bash)', () => {
   const chars = (alphabet: string, max: number) => fc.string({ unit: fc.constantFrom(...alphabet.split('')), minLength: 1, maxLength: max });
   const piece = fc.oneof(
-    chars('abz019._/-', 4),
+    chars('abz019._/-é', 4),
     chars('ab \\`$"{},*', 5).map((t) => `'${t}'`),
     fc.array(fc.constantFrom('a', 'b', ' ', "'", '\\\\', '\\$', '\\"', '\\`', '\\a', '{', ','), { minLength: 1, maxLength: 5 }).map((p) => `"${p.join('')}"`),
     fc.array(fc.constantFrom('a', ' ', '\\x41', '\\x', '\\t', '\\\\', "\\'", '\\101', '"'), { minLength: 1, maxLength: 4 }).map((p) => `$'${p.join('')}'`),

@@ -261,7 +261,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     } else res.writeHead(404).end();
   });
   const listeners: string[] = [];
-  const control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log });
+  const control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log, identity });
   listeners.push(`control socket ${config.control.socket}`);
   if (config.listen.http) {
     await listen(http, config.listen.http);

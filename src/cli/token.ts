@@ -6,7 +6,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openStore } from '../store/index.js';
 import { PortcullisError } from '../policy/types.js';
-import { createApiToken, listApiTokens, revokeApiToken, type TokenInfo } from '../identity/tokens.js';
+import { createApiToken, listApiTokens, revokeApiToken, type CreatedToken, type TokenInfo } from '../identity/tokens.js';
+import { ControlClient } from '../control/client.js';
 import { dataDirFrom, EXIT } from './util.js';
 
 export const TOKEN_USAGE = [
@@ -67,6 +68,41 @@ function publicInfo(r: TokenInfo): Record<string, unknown> {
   return { id: r.id, subject: r.subject, groups: r.groups, createdAt: when(r.createdAt), expiresAt: r.expiresAt === undefined ? null : when(r.expiresAt), revokedAt: r.revokedAt === undefined ? null : when(r.revokedAt), status: r.status };
 }
 
+interface TokenOps {
+  create(): Promise<CreatedToken>;
+  list(): Promise<TokenInfo[]>;
+  revoke(): Promise<{ info: TokenInfo; already: boolean }>;
+}
+
+/** Run one subcommand (against the store, or through a running bastion) and print its result. */
+async function printResult(sub: string, json: boolean, ops: TokenOps): Promise<number> {
+  const out = (s: string) => process.stdout.write(s + '\n');
+  if (sub === 'create') {
+    const { token, record } = await ops.create();
+    if (json) out(JSON.stringify({ token, ...publicInfo(record) }));
+    else {
+      out(token);
+      out('');
+      out(`id:       ${record.id}`);
+      out(`subject:  ${record.subject}`);
+      out(`groups:   ${record.groups.join(',') || '-'}`);
+      out(`expires:  ${when(record.expiresAt)}`);
+      out('The token is shown only this once; the bastion keeps only its hash.');
+    }
+    return EXIT.OK;
+  }
+  if (sub === 'list') {
+    const rows = await ops.list();
+    if (json) out(JSON.stringify(rows.map(publicInfo)));
+    else out(rows.length ? table(rows) : 'no API tokens');
+    return EXIT.OK;
+  }
+  const { info, already } = await ops.revoke();
+  if (json) out(JSON.stringify({ ...publicInfo(info), alreadyRevoked: already }));
+  else out(already ? `token ${info.id} (${info.subject}) was already revoked at ${when(info.revokedAt)}` : `revoked token ${info.id} (${info.subject})`);
+  return EXIT.OK;
+}
+
 /** `portcullis token <sub> [args]`. Writes to stdout / stderr; resolves the exit code. */
 export async function tokenCommand(sub: string, args: string[]): Promise<number> {
   const out = (s: string) => process.stdout.write(s + '\n');
@@ -107,38 +143,35 @@ export async function tokenCommand(sub: string, args: string[]): Promise<number>
   }
 
   const dataDir = dataDirFrom(values['data-dir']);
-  if (sub !== 'list' && (await bastionRunning(dataDir))) {
-    err(`portcullis token ${sub}: a bastion is running on ${dataDir} (${path.join(dataDir, 'control.sock')} answers); it would not see this change and could overwrite it. Stop it first, or use its control socket.`);
-    return EXIT.FAILED;
+  if (await bastionRunning(dataDir)) {
+    // A running bastion owns the store: go through its control socket.
+    const c = await ControlClient.connect(path.join(dataDir, 'control.sock'));
+    try {
+      const groups = (values.groups ?? []).flatMap((g) => g.split(',')).map((g) => g.trim()).filter(Boolean);
+      return await printResult(sub, values.json === true, {
+        create: () => c.call<CreatedToken>('token.create', { subject: values.subject, groups, ttlMs }),
+        list: () => c.call<TokenInfo[]>('token.list'),
+        revoke: () => c.call<{ info: TokenInfo; already: boolean }>('token.revoke', { id: positionals[0] }),
+      });
+    } catch (e) {
+      if (e instanceof PortcullisError) {
+        err(`portcullis token ${sub}: ${e.message}`);
+        return EXIT.FAILED;
+      }
+      throw e;
+    } finally {
+      c.close();
+    }
   }
   const store = await openStore(dataDir);
   try {
     const now = Date.now();
-    if (sub === 'create') {
-      const groups = (values.groups ?? []).flatMap((g) => g.split(',')).map((g) => g.trim()).filter(Boolean);
-      const { token, record } = await createApiToken(store, { subject: values.subject as string, groups, ttlMs }, now);
-      if (values.json) out(JSON.stringify({ token, ...publicInfo(record) }));
-      else {
-        out(token);
-        out('');
-        out(`id:       ${record.id}`);
-        out(`subject:  ${record.subject}`);
-        out(`groups:   ${record.groups.join(',') || '-'}`);
-        out(`expires:  ${when(record.expiresAt)}`);
-        out('The token is shown only this once; the bastion keeps only its hash.');
-      }
-      return EXIT.OK;
-    }
-    if (sub === 'list') {
-      const rows = await listApiTokens(store, now);
-      if (values.json) out(JSON.stringify(rows.map(publicInfo)));
-      else out(rows.length ? table(rows) : 'no API tokens');
-      return EXIT.OK;
-    }
-    const { info, already } = await revokeApiToken(store, positionals[0], now);
-    if (values.json) out(JSON.stringify({ ...publicInfo(info), alreadyRevoked: already }));
-    else out(already ? `token ${info.id} (${info.subject}) was already revoked at ${when(info.revokedAt)}` : `revoked token ${info.id} (${info.subject})`);
-    return EXIT.OK;
+    const groups = (values.groups ?? []).flatMap((g) => g.split(',')).map((g) => g.trim()).filter(Boolean);
+    return await printResult(sub, values.json === true, {
+      create: () => createApiToken(store, { subject: values.subject as string, groups, ttlMs }, now),
+      list: () => listApiTokens(store, now),
+      revoke: () => revokeApiToken(store, positionals[0], now),
+    });
   } catch (e) {
     if (e instanceof PortcullisError) {
       err(`portcullis token ${sub}: ${e.message} (${e.code})`);

@@ -13,6 +13,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { execFileSync } from 'node:child_process';
 import type { Core } from '../core/core.js';
 import type { Logger } from '../core/log.js';
+import type { IdentityService } from '../identity/index.js';
 import { PortcullisError } from '../policy/types.js';
 
 export interface ControlRequest {
@@ -40,7 +41,11 @@ function groupId(name: string): number | null {
   }
 }
 
-export async function startControlServer(core: Core, opts: { socket: string; group?: string; log: Logger }): Promise<{ close(): Promise<void> }> {
+export async function startControlServer(core: Core, opts: { socket: string; group?: string; log: Logger; identity?: IdentityService }): Promise<{ close(): Promise<void> }> {
+  const identity = (): IdentityService => {
+    if (!opts.identity) throw new PortcullisError('unavailable', 'API tokens are not managed by this bastion');
+    return opts.identity;
+  };
   const handlers: Record<string, Handler> = {
     hello: async (args, conn) => {
       conn.operator = str(args, 'operator') ?? null;
@@ -58,6 +63,21 @@ export async function startControlServer(core: Core, opts: { socket: string; gro
       const state = str(args, 'state', false);
       if (state !== undefined && !['pending', 'approved', 'denied', 'expired'].includes(state)) throw new PortcullisError('bad_request', `unknown state "${state}"`);
       return core.approvals.list(state as 'pending' | undefined);
+    },
+    // API tokens go through the running bastion: its store is the one that is read and compacted.
+    'token.create': async (args, conn) => {
+      const subject = str(args, 'subject') as string;
+      const groups = Array.isArray(args.groups) ? args.groups.filter((g): g is string => typeof g === 'string') : [];
+      const ttlMs = args.ttlMs === null ? null : typeof args.ttlMs === 'number' ? args.ttlMs : undefined;
+      const created = await identity().createToken({ subject, groups, ttlMs });
+      await core.audit.append({ type: 'operator.token.create', data: { operator: conn.operator, id: created.record.id, subject, groups } }, { durable: true });
+      return created;
+    },
+    'token.list': async () => identity().listTokens(),
+    'token.revoke': async (args, conn) => {
+      const r = await identity().revokeToken(str(args, 'id') as string);
+      await core.audit.append({ type: 'operator.token.revoke', data: { operator: conn.operator, id: r.info.id, already: r.already } }, { durable: true });
+      return r;
     },
     'approval.decide': async (args, conn) => {
       if (!conn.operator) throw new PortcullisError('not_identified', 'say hello with your operator name first');

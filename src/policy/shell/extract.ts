@@ -4,24 +4,29 @@
 // command into one ShellCommand; then unwraps wrappers (sudo, env, bash -c '…', find -exec, …)
 // recursively, emitting the wrapper and each wrapped command.
 
-import type {
-  BinaryCmd,
-  Block,
-  CallExpr,
-  CmdSubst,
-  DeclClause,
-  FuncDecl,
-  Lit,
-  Node,
-  ParamExp,
-  ProcSubst,
-  Redirect,
-  Stmt,
-  Subshell,
-  TimeClause,
-} from 'mvdan-sh';
 import { PortcullisError, type ShellCommand, type ShellStdin } from '../types.js';
-import { OPS, nodeType, parseShell, posOf, syntax, type LineCol } from './ast.js';
+import {
+  OPS,
+  nodeType,
+  parseShell,
+  posOf,
+  walk,
+  type BinaryCmd,
+  type Block,
+  type CallExpr,
+  type CmdSubst,
+  type DeclClause,
+  type FuncDecl,
+  type LineCol,
+  type Lit,
+  type Node,
+  type ParamExp,
+  type ProcSubst,
+  type Redirect,
+  type Stmt,
+  type Subshell,
+  type TimeClause,
+} from './ast.js';
 import { DYNAMIC, expandWord, unBackquote, unescapeHeredoc, wordField, wordLiteral, type Field } from './words.js';
 import { unwrap } from './wrappers.js';
 
@@ -125,8 +130,7 @@ function hasUnescapedBackquote(v: string): boolean {
  */
 function checkBackquoted(cs: CmdSubst, depth: number, origin: LineCol | null): void {
   for (const st of cs.Stmts) {
-    syntax.Walk(st, (n: Node | null) => {
-      if (n === null) return true;
+    walk(st, (n: Node) => {
       const t = nodeType(n);
       if (t === 'CmdSubst' && (n as CmdSubst).Backquotes) {
         checkBackquoted(n as CmdSubst, depth + 1, origin);
@@ -277,8 +281,7 @@ export class Extractor {
    */
   private walk(node: Node, ctx: Ctx, writer: string | null): Out {
     let out: Out;
-    syntax.Walk(node, (n: Node | null) => {
-      if (n === null || n === node) return true;
+    walk(node, (n: Node) => {
       const t = nodeType(n);
       if (t === 'ParamExp') {
         if (isPromptExpansion(n as ParamExp)) this.visitNested(n, t, ctx, writer);
@@ -290,28 +293,6 @@ export class Extractor {
       return false;
     });
     return out;
-  }
-
-  /**
-   * The statements and substitutions inside `nodes`, gathered without visiting them. Used for
-   * argument words, which brace expansion then rewrites into a shape the walker cannot traverse.
-   */
-  private collectNested(nodes: readonly Node[]): Node[] {
-    const found: Node[] = [];
-    for (const node of nodes) {
-      syntax.Walk(node, (n: Node | null) => {
-        if (n === null || n === node) return true;
-        const t = nodeType(n);
-        if (t === 'ParamExp') {
-          if (isPromptExpansion(n as ParamExp)) found.push(n);
-          return true;
-        }
-        if (t !== 'Stmt' && t !== 'CmdSubst' && t !== 'ProcSubst') return true;
-        found.push(n);
-        return false;
-      });
-    }
-    return found;
   }
 
   private visitNested(n: Node, type: string, ctx: Ctx, writer: string | null): Out {
@@ -360,10 +341,6 @@ export class Extractor {
   }
 
   private callExpr(call: CallExpr, outer: Ctx, inner: Ctx, hasOwnRedirects: boolean): Out {
-    // Substitutions in assignments and arguments run in this shell, before the command. Gather
-    // them before brace expansion rewrites the words; visit them after the command is emitted.
-    const nestedInAssigns = this.collectNested(call.Assigns);
-    const nestedInArgs = this.collectNested(call.Args);
     const fields: Field[] = [];
     for (const w of call.Args) fields.push(...expandWord(w, outer.backquotes));
     this.fieldCount += fields.length;
@@ -377,8 +354,10 @@ export class Extractor {
     } else if (hasOwnRedirects) {
       this.redirectOnly(inner);
     }
-    for (const n of nestedInAssigns) this.visitNested(n, nodeType(n), outer, null);
-    for (const n of nestedInArgs) this.visitNested(n, nodeType(n), outer, writer);
+    // Substitutions in assignments and arguments run in this shell (before the command; listed
+    // after it), with the shell's stdin, not the command's redirections.
+    for (const a of call.Assigns) this.walk(a, outer, null);
+    for (const w of call.Args) this.walk(w, outer, writer);
     return out;
   }
 

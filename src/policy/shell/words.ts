@@ -3,8 +3,7 @@
 // expansion performed ({rm,-rf,/} is three fields). Anything computed at run time (parameter,
 // command, arithmetic and process substitution, extended globs) makes the field dynamic.
 
-import type { DblQuoted, Lit, Node, SglQuoted, Word } from 'mvdan-sh';
-import { nodeType, posOf, type LineCol } from './ast.js';
+import { nodeType, posOf, type DblQuoted, type LineCol, type Lit, type Node, type SglQuoted, type Word } from './ast.js';
 
 /** The value given for a word that is not a literal. */
 export const DYNAMIC = '\u0000dynamic';
