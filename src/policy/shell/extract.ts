@@ -168,6 +168,24 @@ export class Extractor {
     });
   }
 
+  /** One simple command, with where it stands (stdin, pipe, redirections, wrappers) from `ctx`. */
+  private emit(ctx: Ctx, program: string | null, args: string[], flags: string[], dynamic: boolean): void {
+    this.push(
+      {
+        program,
+        args,
+        flags,
+        dynamic,
+        stdin: ctx.stdin.kind,
+        pipedFrom: ctx.pipedFrom,
+        redirects: ctx.redirects.map((r) => ({ ...r })),
+        wrappers: [...ctx.wrappers],
+        context: ctx.context,
+      },
+      ctx,
+    );
+  }
+
   private push(cmd: ShellCommand, ctx: Ctx): void {
     if (this.commands.length >= MAX_COMMANDS) this.tooComplex(`more than ${MAX_COMMANDS} commands`, ctx.origin);
     this.commands.push(cmd);
@@ -243,20 +261,7 @@ export class Extractor {
           // The `time` keyword, emitted like the time program it stands for, then what it times.
           const t = cmd as TimeClause;
           const args = t.PosixFormat ? ['-p'] : [];
-          this.push(
-            {
-              program: 'time',
-              args,
-              flags: parseFlags(args),
-              dynamic: false,
-              stdin: inner.stdin.kind,
-              pipedFrom: inner.pipedFrom,
-              redirects: inner.redirects.map((r) => ({ ...r })),
-              wrappers: [...inner.wrappers],
-              context: inner.context,
-            },
-            inner,
-          );
+          this.emit(inner, 'time', args, parseFlags(args), false);
           out = 'time';
           if (t.Stmt !== null) out = this.visitStmt(t.Stmt, this.nest(inner, 'time', posOf(t))) ?? out;
           break;
@@ -363,20 +368,7 @@ export class Extractor {
 
   /** Only redirections (`> /etc/passwd`): no program runs, but the file is opened. */
   private redirectOnly(ctx: Ctx): void {
-    this.push(
-      {
-        program: null,
-        args: [],
-        flags: [],
-        dynamic: false,
-        stdin: ctx.stdin.kind,
-        pipedFrom: ctx.pipedFrom,
-        redirects: ctx.redirects.map((r) => ({ ...r })),
-        wrappers: [...ctx.wrappers],
-        context: ctx.context,
-      },
-      ctx,
-    );
+    this.emit(ctx, null, [], [], false);
   }
 
   private declClause(decl: DeclClause, outer: Ctx, inner: Ctx): Out {
@@ -396,20 +388,7 @@ export class Extractor {
       const value = a.Value === null ? '' : wordLiteral(a.Value, outer.backquotes);
       args.push(value === null ? DYNAMIC : `${name}${a.Append ? '+=' : '='}${value}`);
     }
-    this.push(
-      {
-        program,
-        args,
-        flags: parseFlags(args),
-        dynamic: false,
-        stdin: inner.stdin.kind,
-        pipedFrom: inner.pipedFrom,
-        redirects: inner.redirects.map((r) => ({ ...r })),
-        wrappers: [...inner.wrappers],
-        context: inner.context,
-      },
-      inner,
-    );
+    this.emit(inner, program, args, parseFlags(args), false);
     for (const a of decl.Args) this.walk(a, outer, null);
     return program;
   }
@@ -424,20 +403,7 @@ export class Extractor {
     const args = argFields.map((f) => f.value);
     const unwrapped = program === null ? null : unwrap(program, argFields);
     const flags = unwrapped?.flags ?? parseFlags(args, unwrapped === null ? args.length : unwrapped.ownEnd);
-    this.push(
-      {
-        program,
-        args,
-        flags,
-        dynamic,
-        stdin: ctx.stdin.kind,
-        pipedFrom: ctx.pipedFrom,
-        redirects: ctx.redirects.map((r) => ({ ...r })),
-        wrappers: [...ctx.wrappers],
-        context: ctx.context,
-      },
-      ctx,
-    );
+    this.emit(ctx, program, args, flags, dynamic);
     let out: Out = program;
     if (unwrapped === null) return out;
     for (const inner of unwrapped.inners) {
@@ -469,20 +435,7 @@ export class Extractor {
   }
 
   private dynamicCommand(ctx: Ctx): null {
-    this.push(
-      {
-        program: null,
-        args: [],
-        flags: [],
-        dynamic: true,
-        stdin: ctx.stdin.kind,
-        pipedFrom: ctx.pipedFrom,
-        redirects: ctx.redirects.map((r) => ({ ...r })),
-        wrappers: [...ctx.wrappers],
-        context: ctx.context,
-      },
-      ctx,
-    );
+    this.emit(ctx, null, [], [], true);
     return null;
   }
 
