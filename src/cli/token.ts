@@ -145,13 +145,15 @@ export async function tokenCommand(sub: string, args: string[]): Promise<number>
   const dataDir = dataDirFrom(values['data-dir']);
   if (await bastionRunning(dataDir)) {
     // A running bastion owns the store: go through its control socket.
-    const c = await ControlClient.connect(path.join(dataDir, 'control.sock'));
+    let c: ControlClient | null = null;
     try {
+      c = await ControlClient.connect(path.join(dataDir, 'control.sock'));
+      const client = c;
       const groups = (values.groups ?? []).flatMap((g) => g.split(',')).map((g) => g.trim()).filter(Boolean);
       return await printResult(sub, values.json === true, {
-        create: () => c.call<CreatedToken>('token.create', { subject: values.subject, groups, ttlMs }),
-        list: () => c.call<TokenInfo[]>('token.list'),
-        revoke: () => c.call<{ info: TokenInfo; already: boolean }>('token.revoke', { id: positionals[0] }),
+        create: () => client.call<CreatedToken>('token.create', { subject: values.subject, groups, ttlMs }),
+        list: () => client.call<TokenInfo[]>('token.list'),
+        revoke: () => client.call<{ info: TokenInfo; already: boolean }>('token.revoke', { id: positionals[0] }),
       });
     } catch (e) {
       if (e instanceof PortcullisError) {
@@ -160,7 +162,7 @@ export async function tokenCommand(sub: string, args: string[]): Promise<number>
       }
       throw e;
     } finally {
-      c.close();
+      c?.close();
     }
   }
   const store = await openStore(dataDir);

@@ -7,6 +7,7 @@ export class ControlClient {
   private seq = 0;
   private buf = '';
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private closedWith: Error | null = null;
 
   private constructor(private readonly sock: Socket) {
     sock.setEncoding('utf8');
@@ -30,6 +31,7 @@ export class ControlClient {
       }
     });
     const fail = (e: Error) => {
+      this.closedWith ??= e;
       for (const p of this.pending.values()) p.reject(e);
       this.pending.clear();
     };
@@ -53,8 +55,15 @@ export class ControlClient {
   call<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
     const id = ++this.seq;
     return new Promise<T>((resolve, reject) => {
+      // The bastion may have closed the connection before this call (it never answers then).
+      if (this.closedWith || this.sock.destroyed || !this.sock.writable) {
+        reject(this.closedWith ?? new PortcullisError('control_closed', 'the bastion closed the control connection'));
+        return;
+      }
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.sock.write(JSON.stringify({ id, op, args }) + '\n');
+      this.sock.write(JSON.stringify({ id, op, args }) + '\n', (err) => {
+        if (err && this.pending.delete(id)) reject(new PortcullisError('control_closed', `the control connection failed: ${err.message}`));
+      });
     });
   }
 
