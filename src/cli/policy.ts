@@ -2,7 +2,6 @@
 import { createReadStream, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Ajv } from 'ajv';
-import { ConfigError } from '../config/source.js';
 import { initFacts } from '../policy/actions.js';
 import { loadPolicyDir, type CompiledPolicy } from '../policy/compile.js';
 import { decide, explain } from '../policy/engine.js';
@@ -114,14 +113,7 @@ export async function policyTest(opts: { policies?: string; tests: string[]; ver
   let pass = 0;
   let fail = 0;
   for (const f of files) {
-    let results;
-    try {
-      results = runPolicyTestFile(policy, f);
-    } catch (e) {
-      if (e instanceof ConfigError) throw e;
-      throw e;
-    }
-    for (const r of results) {
+    for (const r of runPolicyTestFile(policy, f)) {
       if (r.ok) {
         pass++;
         if (opts.verbose) process.stdout.write(`ok   ${r.file}:${r.line} ${r.name}\n`);

@@ -1,29 +1,26 @@
 // `portcullis serve [--demo]`: the bastion process. Loads config and policies (fail closed on
 // any error), opens the store and the write-ahead audit log, starts the listeners, reloads the
 // policy on SIGHUP (a bad policy keeps the old one) and stops cleanly on SIGTERM.
-import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join, resolve } from 'node:path';
-import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
-import { loadConfig, defaultConfigPath, type BastionConfig } from '../config/config.js';
+import { defaultConfigPath, loadConfig, parseConfig, type BastionConfig } from '../config/config.js';
 import { YamlSource } from '../config/source.js';
-import { parseConfig } from '../config/config.js';
+import { startControlServer } from '../control/server.js';
 import { Core } from '../core/core.js';
 import { lockDataDir } from '../core/lock.js';
-import { startControlServer } from '../control/server.js';
-import { Masker } from '../masking/index.js';
-import { setSummaryMasker } from '../core/summary.js';
-import type { CompiledPolicy } from '../policy/compile.js';
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { startPostgresProxy } from '../proxy/postgres/index.js';
-import { targetCredentials, type PostgresCredentials } from '../identity/credentials.js';
-import { execFileSync } from 'node:child_process';
 import { createLogger } from '../core/log.js';
-import { initFacts } from '../policy/actions.js';
+import { setSummaryMasker } from '../core/summary.js';
+import { targetCredentials, type PostgresCredentials } from '../identity/credentials.js';
 import { IdentityService, parseBoundKey } from '../identity/index.js';
 import { opensshPrivateKey, publicBlobOf, publicKeyLine } from '../identity/ssh-wire.js';
-import { generateKeyPairSync } from 'node:crypto';
+import { Masker } from '../masking/index.js';
+import { initFacts } from '../policy/actions.js';
+import type { CompiledPolicy } from '../policy/compile.js';
+import { startPostgresProxy } from '../proxy/postgres/index.js';
+import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
 import { openStore } from '../store/index.js';
 import { EXIT } from './util.js';
 
