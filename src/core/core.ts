@@ -11,6 +11,21 @@ import { Approvals, type ApprovalOutcome } from './approvals.js';
 import { EventBus, type RequestSummary, type SessionInfo } from './events.js';
 import { summarizeRequest } from './summary.js';
 import type { Logger } from './log.js';
+import { CastWriter, recordingPath, type CastHeader, type CastSummary } from '../../recordings/asciicast.js';
+
+/**
+ * A session's terminal recording (asciicast v2) as proxies feed it: every call writes the event
+ * and publishes it on the event bus for the live view. Data must already be masked.
+ */
+export interface SessionRecording {
+  output(data: Buffer, stream?: 'stdout' | 'stderr'): void;
+  input(data: Buffer): void;
+  resize(cols: number, rows: number): void;
+  marker(label: string): void;
+  /** Seconds since the recording started (approvals and audit events link to it). */
+  offset(): number;
+  readonly path: string;
+}
 
 export interface CoreOptions {
   dataDir: string;
@@ -32,6 +47,7 @@ export class Core {
   private policySnapshot: CompiledPolicy;
   private readonly sessions = new Map<string, SessionInfo>();
   private readonly killers = new Map<string, (reason: string) => void>();
+  private readonly recordings = new Map<string, CastWriter>();
   readonly approvals: Approvals;
 
   private constructor(
@@ -96,14 +112,48 @@ export class Core {
     return info;
   }
 
-  async closeSession(id: string, reason = 'closed'): Promise<void> {
+  /**
+   * Start the asciicast recording of a live session (`<data-dir>/recordings/<session>.cast`). It is
+   * closed by closeSession, whose audit event carries the file's SHA-256 so `audit verify` can
+   * detect tampering.
+   */
+  record(session: string, header: CastHeader): SessionRecording {
+    if (!this.sessions.has(session)) throw new PortcullisError('no_session', `no live session ${session}`);
+    if (this.recordings.has(session)) throw new PortcullisError('already_recording', `session ${session} is already being recorded`);
+    const w = CastWriter.open(recordingPath(this.opts.dataDir, session), header);
+    this.recordings.set(session, w);
+    const events = this.events;
+    return {
+      path: w.path,
+      output(data, stream = 'stdout') {
+        w.output(data);
+        events.emit('session.output', { session, data, stream });
+      },
+      input: (data) => w.input(data),
+      resize: (cols, rows) => w.resize(cols, rows),
+      marker: (label) => w.marker(label),
+      offset: () => w.offset(),
+    };
+  }
+
+  async closeSession(id: string, reason = 'closed', extra: Record<string, unknown> = {}): Promise<void> {
     const info = this.sessions.get(id);
     if (!info) return;
     this.sessions.delete(id);
     this.killers.delete(id);
     const closedAt = Date.now();
+    const rec = this.recordings.get(id);
+    this.recordings.delete(id);
+    let recording: CastSummary | { error: string } | null = null;
+    if (rec) {
+      try {
+        recording = rec.close();
+      } catch (e) {
+        recording = { error: (e as Error).message };
+      }
+    }
     try {
-      await this.audit.append({ type: 'session.close', session: id, identity: info.identity, target: info.target, protocol: info.protocol, data: { reason } }, { durable: true });
+      await this.audit.append({ type: 'session.close', session: id, identity: info.identity, target: info.target, protocol: info.protocol, data: { reason, ...extra, ...(recording ? { recording } : {}) } }, { durable: true });
       await this.opts.store.sessions.update(id, { closedAt });
     } finally {
       this.events.emit('session.closed', { ...info, closedAt, reason });
