@@ -28,7 +28,8 @@ export async function auditVerify(opts: { dataDir?: string; publicKey?: string }
 
 export function formatEvent(e: AuditEvent): string {
   const who = e.identity ? e.identity.subject : '-';
-  const dec = e.decision ? `${e.decision.effect} ${e.decision.rule}` : '';
+  const sh = e.data?.shadow as { effect?: string; rule?: string } | undefined;
+  const dec = e.decision ? `${e.decision.effect} ${e.decision.rule}${sh && typeof sh === 'object' ? ` (shadow: would ${sh.effect} by ${sh.rule})` : ''}` : '';
   const req = e.request as { sql?: string; command?: string; http?: { method: string; path: string }; forward?: { host: string; port: number } } | undefined;
   const what = req?.sql ?? req?.command ?? (req?.http ? `${req.http.method} ${req.http.path}` : req?.forward ? `forward ${req.forward.host}:${req.forward.port}` : '');
   return [e.time, `#${e.seq}`, e.type, who, e.target ?? '-', e.protocol ?? '-', dec, what.replace(/\s+/g, ' ').slice(0, 200)].filter((x) => x !== '').join('  ');
@@ -47,7 +48,7 @@ export async function auditTail(opts: { dataDir?: string; lines?: string; follow
   return EXIT.OK;
 }
 
-function parseTime(v: string | undefined, flag: string): Date | undefined {
+export function parseTime(v: string | undefined, flag: string): Date | undefined {
   if (v === undefined) return undefined;
   if (/^\d+(ms|s|m|h|d)$/.test(v)) return new Date(Date.now() - parseDuration(v));
   const t = Date.parse(v);
@@ -71,6 +72,7 @@ export async function auditSearch(v: Record<string, string | boolean | undefined
     since: parseTime(str('since'), 'since'),
     until: parseTime(str('until'), 'until'),
     text: str('text'),
+    shadow: v.shadow === true,
     limit,
   })) {
     count++;

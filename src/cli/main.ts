@@ -61,6 +61,14 @@ const COMMANDS: Command[] = [
     run: async (v, p) => (await import('./policy.js')).policyTest({ policies: s(v, 'policies'), tests: p, verbose: v.verbose === true }),
   },
   {
+    name: 'policy simulate',
+    summary: 'replay the audited requests of a period against candidate policies; exit 1 if an allowed request would now be denied (unless --accept)',
+    usage: 'policy simulate --policies DIR [--since 7d] [--until ISO] [--data-dir DIR] [--accept] [--json]',
+    options: { policies: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' }, 'data-dir': { type: 'string' }, accept: { type: 'boolean' }, json: { type: 'boolean' } },
+    run: async (v) =>
+      (await import('./simulate.js')).policySimulate({ policies: s(v, 'policies'), since: s(v, 'since'), until: s(v, 'until'), dataDir: s(v, 'data-dir'), accept: v.accept === true, json: v.json === true }),
+  },
+  {
     name: 'audit verify',
     summary: 'exit 0 if the audit chain is intact; exit 1 and the first bad line otherwise',
     usage: 'audit verify [--data-dir DIR] [--public-key FILE]',
@@ -77,10 +85,10 @@ const COMMANDS: Command[] = [
   {
     name: 'audit search',
     summary: 'search the audit log by identity, target, decision, protocol, time, text',
-    usage: 'audit search [--data-dir DIR] [--subject S] [--target T] [--effect allow|deny|review] [--protocol P] [--type TYPE] [--since ISO|7d] [--until ISO] [--text STR] [--limit N] [--json]',
+    usage: 'audit search [--data-dir DIR] [--subject S] [--target T] [--effect allow|deny|review] [--protocol P] [--type TYPE] [--since ISO|7d] [--until ISO] [--text STR] [--shadow] [--limit N] [--json]',
     options: {
       'data-dir': { type: 'string' }, subject: { type: 'string' }, target: { type: 'string' }, effect: { type: 'string' }, protocol: { type: 'string' },
-      type: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' }, text: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
+      type: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' }, text: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, shadow: { type: 'boolean' },
     },
     run: async (v) => (await import('./audit.js')).auditSearch(v as Record<string, string | boolean | undefined>),
   },
@@ -108,11 +116,12 @@ const COMMANDS: Command[] = [
   },
   {
     name: 'approve',
-    summary: 'approve a held request (the requester cannot approve itself)',
-    usage: 'approve ID [--reason TEXT] [--data-dir DIR | --socket PATH]',
-    options: { 'data-dir': { type: 'string' }, socket: { type: 'string' }, reason: { type: 'string' } },
+    summary: 'approve a held request (the requester cannot approve itself); --scope same-request --for 10m lets retries of the same request through',
+    usage: 'approve ID [--reason TEXT] [--scope once|same-request] [--for 10m] [--data-dir DIR | --socket PATH]',
+    options: { 'data-dir': { type: 'string' }, socket: { type: 'string' }, reason: { type: 'string' }, scope: { type: 'string' }, for: { type: 'string' } },
     positionals: true,
-    run: async (v, p) => (await import('./ops.js')).decideCommand('approved', p[0], { dataDir: s(v, 'data-dir'), socket: s(v, 'socket'), reason: s(v, 'reason') }),
+    run: async (v, p) =>
+      (await import('./ops.js')).decideCommand('approved', p[0], { dataDir: s(v, 'data-dir'), socket: s(v, 'socket'), reason: s(v, 'reason'), scope: s(v, 'scope'), for: s(v, 'for') }),
   },
   {
     name: 'deny',
@@ -129,6 +138,13 @@ const COMMANDS: Command[] = [
     options: { 'data-dir': { type: 'string' }, socket: { type: 'string' } },
     positionals: true,
     run: async (v, p) => (await import('./ops.js')).killCommand(p[0], { dataDir: s(v, 'data-dir'), socket: s(v, 'socket') }),
+  },
+  {
+    name: 'budgets',
+    summary: 'damage budget counters with their limits (over the control socket)',
+    usage: 'budgets [--data-dir DIR | --socket PATH] [--json]',
+    options: { 'data-dir': { type: 'string' }, socket: { type: 'string' }, json: { type: 'boolean' } },
+    run: async (v) => (await import('./ops.js')).budgetsCommand({ dataDir: s(v, 'data-dir'), socket: s(v, 'socket'), json: v.json === true }),
   },
   { name: 'replay', summary: 'replay a recording in the terminal', usage: 'replay SESSION', options: {}, pending: 'issue #8 (recordings)' },
   { name: 'export', summary: 'export a recording as self-contained HTML (asciinema-player)', usage: 'export SESSION --html FILE', options: {}, pending: 'issue #8 (recordings)' },

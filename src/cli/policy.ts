@@ -42,6 +42,8 @@ export function decisionJson(d: Decision): string {
   const out: Record<string, unknown> = { effect: d.effect, rule: d.rule, reason: d.reason };
   if (d.remedy !== undefined) out.remedy = d.remedy;
   out.masks = d.masks;
+  if (d.code !== undefined) out.code = d.code;
+  if (d.approval !== undefined) out.approval = d.approval;
   return JSON.stringify(out);
 }
 

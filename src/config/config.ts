@@ -72,7 +72,15 @@ export const configSchema = {
     approvals: {
       type: 'object',
       additionalProperties: false,
-      properties: { timeout: duration },
+      properties: {
+        timeout: duration,
+        webhook: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url'],
+          properties: { url: { type: 'string', pattern: '^https?://' }, secret: secretRef },
+        },
+      },
     },
     log: {
       type: 'object',
@@ -130,7 +138,7 @@ export interface BastionConfig {
   control: { socket: string; group?: string };
   audit: { sync: 'always' | 'writes' | 'interval'; intervalMs: number; checkpointEvery: number };
   session: { revalidateMs?: number; idleTimeoutMs?: number; maxDurationMs?: number };
-  approvals: { timeoutMs: number };
+  approvals: { timeoutMs: number; webhook?: { url: string; secret?: string } };
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Who may connect: OIDC issuers, API token settings, SSH keys and user CAs (src/identity). */
   identity: IdentityConfig;
@@ -163,7 +171,7 @@ type RawConfig = {
   control?: { socket?: string; group?: string };
   audit?: { sync?: BastionConfig['audit']['sync']; interval?: string; checkpoint_every?: number };
   session?: { revalidate?: string; idle_timeout?: string; max_duration?: string };
-  approvals?: { timeout?: string };
+  approvals?: { timeout?: string; webhook?: { url: string; secret?: string } };
   log?: { level?: BastionConfig['logLevel'] };
   targets?: Record<string, Omit<TargetConfig, 'name'>>;
   identity?: unknown;
@@ -243,6 +251,15 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
           else throw e;
         }
       }
+    }
+  }
+  if (c.approvals?.webhook) {
+    const wh = c.approvals.webhook;
+    try {
+      cfg.approvals.webhook = { url: wh.url, ...(wh.secret !== undefined ? { secret: resolveSecret(wh.secret, () => src.problem(['approvals', 'webhook', 'secret'], '')) } : {}) };
+    } catch (e) {
+      if (e instanceof ConfigError) problems.push(...e.problems);
+      else throw e;
     }
   }
   if (c.tls) {

@@ -85,8 +85,14 @@ export async function startControlServer(core: Core, opts: { socket: string; gro
       const decision = str(args, 'decision') as string;
       if (decision !== 'approved' && decision !== 'denied') throw new PortcullisError('bad_request', '"decision" must be approved or denied');
       const reason = str(args, 'reason', false);
-      return core.approvals.decide(id, decision, conn.operator, reason);
+      const scope = str(args, 'scope', false);
+      if (scope !== undefined && scope !== 'once' && scope !== 'same-request') throw new PortcullisError('bad_request', '"scope" must be once or same-request');
+      const forMs = args.forMs;
+      if (forMs !== undefined && typeof forMs !== 'number') throw new PortcullisError('bad_request', '"forMs" must be a number of milliseconds');
+      return core.approvals.decide(id, decision, conn.operator, reason, { ...(scope ? { scope } : {}), ...(forMs !== undefined ? { forMs } : {}) });
     },
+    // Damage budgets: every counter with its limits (console; /metrics reads core.budgets.snapshot()).
+    'budgets.list': async () => core.budgets.snapshot(),
   };
 
   if (existsSync(opts.socket)) rmSync(opts.socket, { force: true });

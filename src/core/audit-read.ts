@@ -26,6 +26,8 @@ export interface AuditFilter {
   until?: Date;
   /** Case-insensitive substring of the event (any field but prev/hash). */
   text?: string;
+  /** Only decisions a shadow rule or budget (`mode: shadow`) would have changed. */
+  shadow?: boolean;
   /** Stop after this many matches (in log order, oldest first). */
   limit?: number;
 }
@@ -38,6 +40,7 @@ export function matchesAudit(ev: AuditEvent, f: AuditFilter): boolean {
   if (f.protocol !== undefined && ev.protocol !== f.protocol) return false;
   if (f.type !== undefined && ev.type !== f.type) return false;
   if (f.session !== undefined && ev.session !== f.session) return false;
+  if (f.shadow && (typeof ev.data?.shadow !== 'object' || ev.data.shadow === null)) return false;
   if (f.since !== undefined || f.until !== undefined) {
     const t = Date.parse(ev.time);
     if (f.since !== undefined && !(t >= f.since.getTime())) return false;
@@ -113,7 +116,7 @@ export async function* tailAudit(dataDir: string, n = 10, follow = false, signal
   const file = auditPaths(dataDir).log;
 
   let pos = 0;
-  if (filter.subject === undefined && filter.target === undefined && filter.effect === undefined && filter.protocol === undefined && filter.type === undefined && filter.session === undefined && filter.since === undefined && filter.until === undefined && !filter.text) {
+  if (filter.subject === undefined && filter.target === undefined && filter.effect === undefined && filter.protocol === undefined && filter.type === undefined && filter.session === undefined && filter.since === undefined && filter.until === undefined && !filter.text && !filter.shadow) {
     const tail = await readLastLines(file, n);
     for (const text of tail.lines) yield parseLine(text, null, file);
     pos = tail.completeEnd;

@@ -4,10 +4,14 @@
 import { randomUUID } from 'node:crypto';
 import { loadPolicyDir, type CompiledPolicy } from '../policy/compile.js';
 import { evaluate } from '../policy/engine.js';
+import { requestActions } from '../policy/actions.js';
 import { PortcullisError, type Decision, type Identity, type PolicyRequest, type Protocol } from '../policy/types.js';
 import type { Store } from '../store/types.js';
 import { AuditLog, type AuditOpenOptions } from './audit.js';
-import { Approvals, type ApprovalOutcome } from './approvals.js';
+import { Approvals } from './approvals.js';
+import { Budgets } from './budgets.js';
+import { holdRequest, type HoldOutcome } from './hold.js';
+import { ApprovalWebhook, type WebhookConfig } from './webhook.js';
 import { EventBus, type RequestSummary, type SessionInfo } from './events.js';
 import { summarizeRequest } from './summary.js';
 import type { Logger } from './log.js';
@@ -33,6 +37,10 @@ export interface CoreOptions {
   audit: { sync: 'always' | 'writes' | 'interval'; intervalMs: number; checkpointEvery: number };
   /** Default time a held request waits for an approval (ms). */
   approvalTimeoutMs?: number;
+  /** How long an approval stays usable for its request when the approver gives no --for (ms, default 10 min). */
+  approvalGrantTtlMs?: number;
+  /** POST approval notifications here (approvals.webhook). */
+  webhook?: WebhookConfig;
   store: Store;
   log: Logger;
   /** Audit write/fsync override (tests, instrumentation). */
@@ -49,6 +57,9 @@ export class Core {
   private readonly killers = new Map<string, (reason: string) => void>();
   private readonly recordings = new Map<string, CastWriter>();
   readonly approvals: Approvals;
+  /** Damage budgets: `consume()` for what a request did, `snapshot()` for the console and /metrics. */
+  readonly budgets: Budgets;
+  private webhook: ApprovalWebhook | null = null;
 
   private constructor(
     private readonly opts: CoreOptions,
@@ -56,7 +67,8 @@ export class Core {
     policy: CompiledPolicy,
   ) {
     this.policySnapshot = policy;
-    this.approvals = new Approvals(opts.store, audit, opts.approvalTimeoutMs ?? 5 * 60_000);
+    this.approvals = new Approvals(opts.store, audit, opts.approvalTimeoutMs ?? 5 * 60_000, opts.approvalGrantTtlMs);
+    this.budgets = new Budgets(opts.store, () => this.policySnapshot, (id) => this.sessions.get(id), opts.log);
   }
 
   /** Loads the policy (throws a ConfigError naming file:line:field) and opens the audit log. */
@@ -66,6 +78,8 @@ export class Core {
     const core = new Core(opts, audit, policy);
     const expired = await core.approvals.recover();
     if (expired) opts.log.warn('expired approvals left pending by a previous run', { count: expired });
+    await core.budgets.open();
+    if (opts.webhook) core.webhook = new ApprovalWebhook(core.approvals, opts.webhook, opts.log);
     return core;
   }
 
@@ -155,6 +169,7 @@ export class Core {
     try {
       await this.audit.append({ type: 'session.close', session: id, identity: info.identity, target: info.target, protocol: info.protocol, data: { reason, ...extra, ...(recording ? { recording } : {}) } }, { durable: true });
       await this.opts.store.sessions.update(id, { closedAt });
+      await this.budgets.sessionClosed(info, closedAt).catch((e: unknown) => this.opts.log.error('budgets: closing the session failed', { error: String(e) }));
     } finally {
       this.events.emit('session.closed', { ...info, closedAt, reason });
     }
@@ -179,8 +194,21 @@ export class Core {
    * refuse the request (fail closed). Never throws for a bad request: it is decided fail-closed.
    */
   async decide(session: string | null, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null }> {
-    const ev = evaluate(this.policySnapshot, request);
-    const decision = ev.decision;
+    const policy = this.policySnapshot;
+    const ev = evaluate(policy, request);
+    let decision = ev.decision;
+    let shadow: { effect: string; rule: string; reason: string; code?: string } | undefined = ev.shadow;
+    let engine: { effect: string; rule: string } | undefined;
+    if (policy.budgets.length > 0 && decision.effect !== 'deny') {
+      // Damage budgets: an exhausted one refuses (or holds) before anything is forwarded.
+      const b = await this.budgets.check(session, request, ev.actions);
+      if (b.live) {
+        engine = { effect: decision.effect, rule: decision.rule };
+        decision = b.live.effect === 'review' ? { ...b.live, masks: decision.masks, ...(decision.approval ? { approval: decision.approval } : {}) } : b.live;
+      }
+      shadow ??= b.shadow;
+      if (decision.effect !== 'deny') this.budgets.countStatement(session, request, ev.actions);
+    }
     const summary: RequestSummary = summarizeRequest(request);
     const readOnly = decision.effect === 'allow' && ev.actions.every((a) => (a.kind === 'sql' && READ_ONLY_SQL.has(a.sql.action)) || (a.kind === 'kube' && ['get', 'list', 'watch'].includes(a.kube.verb)));
     try {
@@ -193,7 +221,7 @@ export class Core {
           protocol: request.protocol,
           request: summary,
           decision: { effect: decision.effect, rule: decision.rule, reason: decision.reason },
-          data: { policy: this.policySnapshot.version },
+          data: { policy: policy.version, ...(decision.code ? { code: decision.code } : {}), ...(engine ? { engine } : {}), ...(shadow ? { shadow } : {}) },
         },
         { durable: !readOnly },
       );
@@ -217,26 +245,53 @@ export class Core {
     decision: Decision,
     onHeld: (approvalId: string, expiresAt: number) => void,
     signal?: AbortSignal,
-  ): Promise<ApprovalOutcome & { approvalId: string }> {
-    const rec = await this.approvals.create({
-      session: session ?? undefined,
-      protocol: request.protocol,
-      target: request.target,
-      identity: request.identity,
-      request: summarizeRequest(request) as unknown as Record<string, unknown>,
-      rule: decision.rule,
-      reason: decision.reason,
-      justification: request.reason,
-    });
-    const pending = this.approvals.wait(rec.id, rec.expiresAt, signal);
-    onHeld(rec.id, rec.expiresAt);
-    const outcome = await pending;
-    return { ...outcome, approvalId: rec.id };
+  ): Promise<HoldOutcome> {
+    return holdRequest({ approvals: this.approvals, audit: this.audit, recordingOffset: (id) => (id ? this.recordings.get(id)?.offset() : undefined) }, session, request, decision, onHeld, signal);
+  }
+
+  /**
+   * A request decided before runs again without a new decision (a prepared statement executed
+   * again): only the damage budgets are checked again, and the run is counted. Null: it may run.
+   * Otherwise the audited refusal (a budget asking for review refuses here: the agent sends the
+   * statement again as a new request to be held).
+   */
+  async recheck(session: string, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null } | null> {
+    const policy = this.policySnapshot;
+    if (policy.budgets.length === 0) return null;
+    const actions = requestActions(request);
+    const b = await this.budgets.check(session, request, actions);
+    if (!b.live) {
+      this.budgets.countStatement(session, request, actions);
+      return null;
+    }
+    const decision: Decision = b.live.effect === 'deny' ? b.live : { ...b.live, effect: 'deny', remedy: `${b.live.remedy ?? ''}; this budget asks for review: send the statement again (not a prepared re-execution) to be held for approval` };
+    try {
+      const written = await this.audit.append(
+        {
+          type: 'request',
+          session,
+          identity: request.identity,
+          target: request.target,
+          protocol: request.protocol,
+          request: summarizeRequest(request),
+          decision: { effect: decision.effect, rule: decision.rule, reason: decision.reason },
+          data: { policy: policy.version, code: 'budget_exceeded', reexecution: true },
+        },
+        { durable: true },
+      );
+      this.events.emit('request.decided', { session, request: summarizeRequest(request), decision, seq: written.seq });
+      return { decision, seq: written.seq };
+    } catch (e) {
+      const msg = e instanceof PortcullisError ? e.message : String(e);
+      return { decision: { effect: 'deny', rule: 'audit-unavailable', reason: `the audit log cannot be written (${msg}); refusing (fail closed)`, masks: [] }, seq: null };
+    }
   }
 
   async close(): Promise<void> {
     await this.approvals.expireAll('the bastion is stopping').catch(() => undefined);
     for (const id of [...this.sessions.keys()]) await this.closeSession(id, 'bastion stopping').catch(() => undefined);
+    await this.webhook?.stop();
+    await this.budgets.close();
     await this.audit.close();
   }
 }

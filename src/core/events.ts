@@ -30,6 +30,8 @@ export interface RequestSummary {
   protocol: Protocol;
   target: string;
   sql?: string;
+  /** PostgreSQL: the search_path the statement was decided under, when not ["public"] (policy simulate). */
+  searchPath?: string[];
   command?: string;
   http?: PolicyRequest['http'];
   forward?: PolicyRequest['forward'];

@@ -12,7 +12,19 @@ export type OutcomeCode =
   | 'approval_expired'
   | 'budget_exceeded'
   | 'unparseable'
-  | 'identity_rejected';
+  | 'identity_rejected'
+  | 'reason_required';
+
+export const OUTCOME_CODES: readonly OutcomeCode[] = [
+  'policy_denied',
+  'approval_required',
+  'approval_denied',
+  'approval_expired',
+  'budget_exceeded',
+  'unparseable',
+  'identity_rejected',
+  'reason_required',
+];
 
 export interface Outcome {
   code: OutcomeCode;
@@ -24,28 +36,28 @@ export interface Outcome {
   retry_after_s?: number;
 }
 
-/** The engine's fail-closed reason for input it cannot parse (src/policy/engine.ts). */
-const UNPARSEABLE_REASON = 'cannot decide:';
-
 /**
- * The outcome of a decision that stops a request. `state` says what happened to a hold:
- * pending (held now), denied or expired (the hold ended without approval).
+ * The outcome of a decision that stops a request. `hold` says what happened to a hold: pending
+ * (held now, or the agent stopped waiting and may retry), denied or expired (the hold ended
+ * without approval). Otherwise the decision's own `code` (unparseable, budget_exceeded,
+ * reason_required) or `policy_denied`. `code` overrides everything (e.g. identity_rejected).
  */
 export function outcomeOf(
-  decision: Pick<Decision, 'effect' | 'rule' | 'reason' | 'remedy'>,
+  decision: Pick<Decision, 'effect' | 'rule' | 'reason' | 'remedy'> & Partial<Pick<Decision, 'code' | 'retryAfterS'>>,
   extra: { approvalId?: string; hold?: 'pending' | 'denied' | 'expired'; retryAfterS?: number; code?: OutcomeCode } = {},
 ): Outcome {
   let code: OutcomeCode;
   if (extra.code) code = extra.code;
   else if (extra.hold === 'denied') code = 'approval_denied';
   else if (extra.hold === 'expired') code = 'approval_expired';
-  else if (decision.effect === 'review') code = 'approval_required';
-  else if (decision.reason.startsWith(UNPARSEABLE_REASON)) code = 'unparseable';
+  else if (extra.hold === 'pending' || decision.effect === 'review') code = 'approval_required';
+  else if (decision.code) code = decision.code;
   else code = 'policy_denied';
   const o: Outcome = { code, effect: extra.hold === 'denied' || extra.hold === 'expired' ? 'deny' : decision.effect, rule: decision.rule, reason: decision.reason };
   if (decision.remedy) o.remedy = decision.remedy;
   if (extra.approvalId) o.approval_id = extra.approvalId;
-  if (extra.retryAfterS !== undefined) o.retry_after_s = extra.retryAfterS;
+  const retry = extra.retryAfterS ?? decision.retryAfterS;
+  if (retry !== undefined) o.retry_after_s = retry;
   return o;
 }
 

@@ -16,6 +16,7 @@ export function setSummaryMasker(fn: TextMasker): void {
 export function summarizeRequest(r: PolicyRequest): RequestSummary {
   const s: RequestSummary = { protocol: r.protocol, target: r.target };
   if (r.sql !== undefined) s.sql = maskText(r.sql);
+  if (r.searchPath !== undefined && !(r.searchPath.length === 1 && r.searchPath[0] === 'public')) s.searchPath = r.searchPath;
   if (r.command !== undefined) s.command = maskText(r.command);
   if (r.http) s.http = { method: r.http.method, path: maskText(r.http.path), ...(r.http.query !== undefined ? { query: maskText(r.http.query) } : {}) };
   if (r.forward) s.forward = r.forward;

@@ -5,6 +5,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { ConfigError, YamlSource, validateAgainst, type PathSeg, type SourceProblem } from '../config/source.js';
 import type { Action, ActionKind } from './actions.js';
+import { compileBudget, type CompiledBudget, type RawBudget } from './budgets.js';
 import { asList, globs } from './glob.js';
 import { policyFileSchema } from './schema.js';
 import type { Effect, MaskSpec, PolicyRequest, Protocol } from './types.js';
@@ -34,12 +35,24 @@ export interface CompiledRule {
   masks: MaskSpec[];
   /** One key per mask (what it masks), to merge masks of several rules without duplicates. */
   maskKeys: string[];
+  /** `mode: shadow` (the rule's or its file's): evaluated and audited, never changes a decision. */
+  shadow: boolean;
+  /** review rules: minimum length of the agent's stated reason (null: none required). */
+  requireReason: number | null;
+  /** review rules: distinct approvers needed (default 1). */
+  approvers?: number;
+  /** review rules: how long a hold waits for its approvers, ms. */
+  approvalTimeoutMs?: number;
 }
 
 export interface CompiledPolicy {
   readonly rules: readonly CompiledRule[];
-  /** The rules that can apply to each protocol, in order (precomputed: the hot path skips the rest). */
+  /** The live (not shadow) rules that can apply to each protocol, in order (precomputed: the hot path skips the rest). */
   readonly byProtocol: ReadonlyMap<Protocol, readonly CompiledRule[]>;
+  /** Live and shadow rules together, for the protocols that have shadow rules (else absent). */
+  readonly shadowByProtocol: ReadonlyMap<Protocol, readonly CompiledRule[]>;
+  /** Damage budgets of every file, in order. */
+  readonly budgets: readonly CompiledBudget[];
   readonly files: readonly string[];
   /** SHA-256 over the files' contents: the policy version recorded in audit events. */
   readonly version: string;
@@ -69,8 +82,18 @@ type RawRule = {
   forward?: Record<string, unknown>;
   unparseable?: true;
   masks?: RawMask[];
+  mode?: 'enforce' | 'shadow';
+  require_reason?: boolean | { min_length: number };
+  approvers?: number;
+  approval_timeout?: string;
 };
-type RawPolicyFile = { version?: number; description?: string; scope?: When; rules: RawRule[] };
+type RawPolicyFile = { version?: number; description?: string; mode?: 'enforce' | 'shadow'; scope?: When; budgets?: RawBudget[]; rules: RawRule[] };
+
+function durationMs(s: string): number {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(s);
+  if (!m) return NaN;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+}
 
 const str = (v: unknown): string[] => asList(v as string | string[]) ?? [];
 const show = (v: unknown): string => (Array.isArray(v) ? `[${v.join(', ')}]` : String(v));
@@ -389,10 +412,10 @@ const FACT_PROTOCOL: Record<(typeof FACT_KEYS)[number], Protocol | null> = {
 };
 
 /** Compile one policy file's text. `display` is the file name used in rule refs. */
-export function compilePolicySource(src: YamlSource, display: string): { rules: CompiledRule[]; problems: SourceProblem[] } {
+export function compilePolicySource(src: YamlSource, display: string): { rules: CompiledRule[]; budgets: CompiledBudget[]; problems: SourceProblem[] } {
   const raw = src.value();
   const problems = validateAgainst(src, raw, policyFileSchema);
-  if (problems.length) return { rules: [], problems };
+  if (problems.length) return { rules: [], budgets: [], problems };
   const file = raw as RawPolicyFile;
   const scope = whenConditions(file.scope, 'scope', src, ['scope'], problems);
   const rules: CompiledRule[] = [];
@@ -407,6 +430,9 @@ export function compilePolicySource(src: YamlSource, display: string): { rules: 
     if (r.effect === 'mask' && !r.masks) problems.push(src.problem([...path, 'masks'], 'an effect "mask" rule needs "masks"'));
     if (r.effect !== 'allow' && r.effect !== 'mask' && r.masks) problems.push(src.problem([...path, 'masks'], 'masks belong to allow or mask rules'));
     if (r.unparseable && r.effect === 'allow') problems.push(src.problem([...path, 'effect'], 'an unparseable request can never be allowed (fail closed): use deny or review'));
+    for (const k of ['require_reason', 'approvers', 'approval_timeout'] as const) {
+      if (r[k] !== undefined && r.effect !== 'review') problems.push(src.problem([...path, k], `"${k}" applies to review rules only`));
+    }
     const own = whenConditions(r.when, 'when', src, [...path, 'when'], problems);
     let protocols: Set<Protocol> | null = own.protocols ?? scope.protocols;
     if (own.protocols && scope.protocols) protocols = new Set([...own.protocols].filter((p) => scope.protocols?.has(p)));
@@ -447,12 +473,26 @@ export function compilePolicySource(src: YamlSource, display: string): { rules: 
       actionConds,
       masks: [],
       maskKeys: [],
+      shadow: file.mode === 'shadow' || r.mode === 'shadow',
+      requireReason: r.require_reason === undefined || r.require_reason === false ? null : r.require_reason === true ? 1 : r.require_reason.min_length,
+      ...(r.approvers !== undefined ? { approvers: r.approvers } : {}),
+      ...(r.approval_timeout !== undefined ? { approvalTimeoutMs: durationMs(r.approval_timeout) } : {}),
     });
     const last = rules[rules.length - 1];
     last.masks = compileMasks(r.masks, ref, src, [...path, 'masks'], problems);
     last.maskKeys = last.masks.map((m) => `${m.column ?? ''}|${m.detector ?? ''}|${m.resource ?? ''}|${m.field ?? ''}`);
   });
-  return { rules, problems };
+  const budgets: CompiledBudget[] = [];
+  (file.budgets ?? []).forEach((b, i) => {
+    const path: PathSeg[] = ['budgets', i];
+    if (ids.has(b.id)) problems.push(src.problem([...path, 'id'], `duplicate id "${b.id}" in this file (rules and budgets share ids)`));
+    ids.add(b.id);
+    const own = whenConditions((b as RawBudget & { when?: When }).when, 'when', src, [...path, 'when'], problems);
+    let protocols: Set<Protocol> | null = own.protocols ?? scope.protocols;
+    if (own.protocols && scope.protocols) protocols = new Set([...own.protocols].filter((p) => scope.protocols?.has(p)));
+    budgets.push(compileBudget(b, { ref: `${display}:${b.id}`, file: display, line: src.position(path).line, protocols, conds: [...scope.conds, ...own.conds], fileShadow: file.mode === 'shadow' }));
+  });
+  return { rules, budgets, problems };
 }
 
 /** The policy files of a directory: `*.yaml` / `*.yml` directly in it, sorted by name. */
@@ -480,6 +520,7 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
   const files = policyFiles(dir);
   const problems: SourceProblem[] = [];
   const rules: CompiledRule[] = [];
+  const budgets: CompiledBudget[] = [];
   const hash = createHash('sha256');
   for (const f of files) {
     const display = relative(process.cwd(), f).startsWith('..') ? f : relative(process.cwd(), f);
@@ -489,6 +530,7 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
       const r = compilePolicySource(src, display);
       problems.push(...r.problems);
       rules.push(...r.rules);
+      budgets.push(...r.budgets);
     } catch (e) {
       if (e instanceof ConfigError) problems.push(...e.problems);
       else throw e;
@@ -496,7 +538,25 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
   }
   if (files.length === 0) problems.push({ file: dir, line: 1, col: 1, field: '', message: 'no policy files (*.yaml) found: everything would be denied' });
   if (problems.length) throw new ConfigError(problems);
+  return freezePolicy(rules, budgets, files, hash.digest('hex').slice(0, 16));
+}
+
+/** The immutable snapshot of compiled rules and budgets (per-protocol rule lists precomputed). */
+export function freezePolicy(rules: CompiledRule[], budgets: CompiledBudget[], files: string[], version: string): CompiledPolicy {
   const byProtocol = new Map<Protocol, CompiledRule[]>();
-  for (const p of ['postgres', 'ssh', 'kubernetes'] as const) byProtocol.set(p, rules.filter((r) => !r.protocols || r.protocols.has(p)));
-  return Object.freeze({ rules: Object.freeze(rules), byProtocol, files: Object.freeze(files), version: hash.digest('hex').slice(0, 16), loadedAt: Date.now() });
+  const shadowByProtocol = new Map<Protocol, CompiledRule[]>();
+  for (const p of ['postgres', 'ssh', 'kubernetes'] as const) {
+    const all = rules.filter((r) => !r.protocols || r.protocols.has(p));
+    byProtocol.set(p, all.filter((r) => !r.shadow));
+    if (all.some((r) => r.shadow)) shadowByProtocol.set(p, all);
+  }
+  return Object.freeze({
+    rules: Object.freeze(rules),
+    byProtocol,
+    shadowByProtocol,
+    budgets: Object.freeze(budgets),
+    files: Object.freeze(files),
+    version,
+    loadedAt: Date.now(),
+  });
 }

@@ -18,6 +18,8 @@ export interface Evaluation {
   decision: Decision;
   actions: Action[];
   trace?: ActionTrace[];
+  /** Set when shadow rules would have decided differently (audited, never enforced). */
+  shadow?: ShadowOutcome;
 }
 
 function fill(template: string, a: Action): string {
@@ -88,10 +90,34 @@ function actionMatches(rule: CompiledRule, a: Action): boolean {
 
 const RANK: Record<Effect, number> = { allow: 0, review: 1, deny: 2 };
 
-/** Decide one request against a compiled policy snapshot. Pure; never throws for bad input. */
+/** What shadow rules (`mode: shadow`) would have decided where it differs from the live decision. */
+export interface ShadowOutcome {
+  effect: Effect;
+  rule: string;
+  reason: string;
+  code?: Decision['code'];
+}
+
+/** The remedy of a review refused for want of a stated reason (every protocol's way of giving one). */
+export const REASON_REMEDY =
+  "state why, then retry: PostgreSQL SET portcullis.reason = '...' (or the startup option portcullis.reason), SSH SendEnv PORTCULLIS_REASON, HTTP header X-Portcullis-Reason";
+
+/** Decide a request against a compiled policy snapshot. Pure; never throws for bad input. */
 export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace = false): Evaluation {
   const actions = requestActions(req);
-  const candidates = policy.byProtocol.get(req.protocol) ?? [];
+  const live = run(policy.byProtocol.get(req.protocol) ?? [], policy, req, actions, withTrace);
+  const withShadow = policy.shadowByProtocol.get(req.protocol);
+  if (withShadow) {
+    const all = run(withShadow, policy, req, actions, false);
+    if (all.decision.effect !== live.decision.effect) {
+      live.shadow = { effect: all.decision.effect, rule: all.decision.rule, reason: all.decision.reason };
+      if (all.decision.code) live.shadow.code = all.decision.code;
+    }
+  }
+  return live;
+}
+
+function run(candidates: readonly CompiledRule[], policy: CompiledPolicy, req: PolicyRequest, actions: Action[], withTrace: boolean): Evaluation {
   const applicable: CompiledRule[] = [];
   for (const r of candidates) if (ruleApplies(r, req)) applicable.push(r);
   const trace: ActionTrace[] | undefined = withTrace ? [] : undefined;
@@ -106,6 +132,10 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
       if (!masks.has(key)) masks.set(key, r.masks[i]);
     }
   };
+  // Review options of every action under review: the strictest wins.
+  let approvers = 0;
+  let timeoutMs = 0;
+  let minReason = 0;
   for (const a of actions) {
     let deny: CompiledRule | null = null;
     let review: CompiledRule | null = null;
@@ -121,6 +151,11 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
     }
     const chosen = deny ?? review ?? allow;
     const effect: Effect = chosen ? (chosen.effect as Effect) : 'deny';
+    if (chosen && effect === 'review') {
+      approvers = Math.max(approvers, chosen.approvers ?? 1);
+      timeoutMs = Math.max(timeoutMs, chosen.approvalTimeoutMs ?? 0);
+      minReason = Math.max(minReason, chosen.requireReason ?? 0);
+    }
     if (trace) {
       trace.push({
         action: describeAction(a),
@@ -128,7 +163,8 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
         rule: chosen?.ref ?? DEFAULT_DENY,
         tried: policy.rules.map((r) => {
           const failed = firstFailure(r, req, a);
-          return failed === undefined ? { rule: r.ref, effect: r.effect, matched: true } : { rule: r.ref, effect: r.effect, matched: false, failed };
+          const ref = r.shadow ? `${r.ref} (shadow)` : r.ref;
+          return failed === undefined ? { rule: ref, effect: r.effect, matched: true } : { rule: ref, effect: r.effect, matched: false, failed };
         }),
       });
     }
@@ -144,6 +180,7 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
       reason: a.kind === 'unparseable' ? `cannot decide: ${a.message}` : `no rule allows ${describeAction(a)}`,
       masks: [],
     };
+    if (a.kind === 'unparseable') decision.code = 'unparseable';
   } else {
     decision = {
       effect: w.effect,
@@ -152,6 +189,25 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
       masks: w.effect === 'deny' ? [] : [...masks.values()],
     };
     if (w.rule.remedy) decision.remedy = fill(w.rule.remedy, w.action);
+    if (w.effect === 'deny' && w.action.kind === 'unparseable') decision.code = 'unparseable';
+    if (w.effect === 'review') {
+      const stated = (req.reason ?? '').trim();
+      if (minReason > 0 && stated.length < minReason) {
+        // A hold without the reason the policy asks for is refused before anyone is paged.
+        decision = {
+          effect: 'deny',
+          rule: w.rule.ref,
+          code: 'reason_required',
+          reason: `${decision.reason}: a stated reason is required to ask for approval${minReason > 1 ? ` (at least ${minReason} characters${stated ? `, got ${stated.length}` : ''})` : ''}`,
+          remedy: REASON_REMEDY,
+          masks: [],
+        };
+      } else if (approvers > 1 || timeoutMs > 0) {
+        decision.approval = {};
+        if (approvers > 1) decision.approval.approvers = approvers;
+        if (timeoutMs > 0) decision.approval.timeoutMs = timeoutMs;
+      }
+    }
   }
   return { decision, actions, trace };
 }
@@ -176,7 +232,9 @@ export function explain(policy: CompiledPolicy, req: PolicyRequest): string {
   });
   lines.push('');
   const d = ev.decision;
-  lines.push(`decision: ${d.effect} by ${d.rule}: ${d.reason}${d.remedy ? ` (remedy: ${d.remedy})` : ''}`);
+  lines.push(`decision: ${d.effect} by ${d.rule}: ${d.reason}${d.remedy ? ` (remedy: ${d.remedy})` : ''}${d.code ? ` [${d.code}]` : ''}`);
+  if (d.approval?.approvers) lines.push(`approval: ${d.approval.approvers} distinct approvers needed`);
+  if (ev.shadow) lines.push(`shadow: would ${ev.shadow.effect} by ${ev.shadow.rule}: ${ev.shadow.reason} (mode: shadow, not enforced)`);
   if (d.masks.length) lines.push(`masks: ${d.masks.map((m) => `${m.column ?? m.detector ?? `${m.resource}.${m.field}`}→${m.strategy}`).join(', ')}`);
   lines.push(`precedence: deny > review > allow; no allowing rule → ${DEFAULT_DENY}`);
   return lines.join('\n');

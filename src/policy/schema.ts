@@ -125,6 +125,34 @@ export const maskSchema = {
   },
 };
 
+const mode = { type: 'string', enum: ['enforce', 'shadow'] };
+const durationStr = { type: 'string', pattern: '^\\d+(ms|s|m|h|d)$' };
+
+/** Damage budgets (src/policy/budgets.ts): counters per identity or group and target. */
+export const BUDGET_LIMITS = ['rows_deleted', 'rows_written', 'statements_per_minute', 'bytes_returned', 'session_minutes'] as const;
+const budget = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'limits'],
+  properties: {
+    id: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]*$' },
+    description: { type: 'string' },
+    when,
+    per: { type: 'string', enum: ['day', 'session'] },
+    by: { type: 'string', enum: ['identity', 'group'] },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: Object.fromEntries(BUDGET_LIMITS.map((k) => [k, { type: 'integer', minimum: 0 }])),
+    },
+    effect: { type: 'string', enum: ['deny', 'review'] },
+    mode,
+    reason: { type: 'string', minLength: 1 },
+    remedy: { type: 'string', minLength: 1 },
+  },
+};
+
 export const policyFileSchema = {
   type: 'object',
   additionalProperties: false,
@@ -132,7 +160,10 @@ export const policyFileSchema = {
   properties: {
     version: { type: 'integer', enum: [1] },
     description: { type: 'string' },
+    /** shadow: every rule and budget of the file is evaluated and audited but changes nothing. */
+    mode,
     scope: when,
+    budgets: { type: 'array', items: budget },
     rules: {
       type: 'array',
       items: {
@@ -152,6 +183,16 @@ export const policyFileSchema = {
           forward,
           unparseable: { type: 'boolean', enum: [true] },
           masks: { type: 'array', items: maskSchema, minItems: 1 },
+          mode,
+          // review rules: the agent must state a reason; how many distinct approvers; how long to wait.
+          require_reason: {
+            anyOf: [
+              { type: 'boolean' },
+              { type: 'object', additionalProperties: false, required: ['min_length'], properties: { min_length: { type: 'integer', minimum: 1, maximum: 1000 } } },
+            ],
+          },
+          approvers: { type: 'integer', minimum: 1, maximum: 5 },
+          approval_timeout: durationStr,
         },
       },
     },
@@ -233,6 +274,7 @@ export const policyTestFileSchema = {
           identity,
           target: { type: 'string' },
           searchPath: { type: 'array', items: { type: 'string' } },
+          reason: { type: 'string' },
           expect: {
             type: 'object',
             additionalProperties: false,
@@ -242,6 +284,7 @@ export const policyTestFileSchema = {
               rule: { type: 'string' },
               reason: { type: 'string' },
               masks: { type: 'array', items: { type: 'string' } },
+              code: { type: 'string', enum: ['unparseable', 'reason_required'] },
             },
           },
         },

@@ -27,7 +27,8 @@ type RawTest = {
   identity?: Identity;
   target?: string;
   searchPath?: string[];
-  expect: { effect: string; rule?: string; reason?: string; masks?: string[] };
+  reason?: string;
+  expect: { effect: string; rule?: string; reason?: string; masks?: string[]; code?: string };
 };
 type RawTestFile = { defaults?: { protocol?: string; identity?: Identity; target?: string }; tests: RawTest[] };
 
@@ -58,7 +59,7 @@ export function runPolicyTestFile(policy: CompiledPolicy, file: string): TestCas
   const results: TestCaseResult[] = [];
   tf.tests.forEach((t, i) => {
     const base: Record<string, unknown> = { ...(tf.defaults ?? {}), ...(t.request ?? {}) };
-    for (const k of ['sql', 'command', 'http', 'forward', 'identity', 'target', 'searchPath'] as const) if (t[k] !== undefined) base[k] = t[k];
+    for (const k of ['sql', 'command', 'http', 'forward', 'identity', 'target', 'searchPath', 'reason'] as const) if (t[k] !== undefined) base[k] = t[k];
     if (base.sql !== undefined || base.command !== undefined || base.http !== undefined || base.forward !== undefined) {
       if (base.protocol === undefined) base.protocol = base.sql !== undefined ? 'postgres' : base.http !== undefined ? 'kubernetes' : 'ssh';
     }
@@ -72,6 +73,7 @@ export function runPolicyTestFile(policy: CompiledPolicy, file: string): TestCas
     const diff: string[] = [];
     if (d.effect !== t.expect.effect) diff.push(`effect: expected ${t.expect.effect}, got ${d.effect}`);
     if (t.expect.rule !== undefined && d.rule !== t.expect.rule && !d.rule.endsWith(`:${t.expect.rule}`)) diff.push(`rule: expected ${t.expect.rule}, got ${d.rule}`);
+    if (t.expect.code !== undefined && (d.code ?? '') !== t.expect.code) diff.push(`code: expected ${t.expect.code}, got ${d.code ?? '(none)'}`);
     if (t.expect.reason !== undefined && !d.reason.includes(t.expect.reason)) diff.push(`reason: expected to contain "${t.expect.reason}", got "${d.reason}"`);
     if (t.expect.masks !== undefined) {
       const got = d.masks.map(maskKey).sort();

@@ -76,6 +76,13 @@ export interface MaskSpec {
   rule: string;
 }
 
+/**
+ * Why a decision stops a request when the plain effect does not say it all (see core/outcome.ts):
+ * the request could not be parsed, a damage budget is exhausted, or a review rule requires the
+ * agent to state a reason and none (or too short a one) was given.
+ */
+export type DecisionCode = 'unparseable' | 'budget_exceeded' | 'reason_required';
+
 export interface Decision {
   effect: Effect;
   /** `file:id` of the deciding rule, or `default-deny`. */
@@ -83,6 +90,11 @@ export interface Decision {
   reason: string;
   remedy?: string;
   masks: MaskSpec[];
+  code?: DecisionCode;
+  /** When retrying can succeed (budgets that reset), seconds from now. */
+  retryAfterS?: number;
+  /** For review: what the approval needs (from the review rule's options). */
+  approval?: { approvers?: number; timeoutMs?: number };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import { PortcullisError } from '../policy/types.js';
 import {
   COLLECTIONS,
   type ApprovalRecord,
+  type BudgetRecord,
   type Collection,
   type CollectionName,
   type FindOptions,
@@ -289,6 +290,7 @@ class NedbStore implements Store {
     readonly sessions: NedbCollection<SessionRecord>,
     readonly approvals: NedbCollection<ApprovalRecord>,
     readonly tokens: NedbCollection<TokenRecord>,
+    readonly budgets: NedbCollection<BudgetRecord>,
     private readonly stores: Nedb[],
     private readonly persistent: boolean,
     private readonly state: StoreState,
@@ -332,12 +334,13 @@ export async function openNedbStore(dataDir: string, opts: NedbStoreOptions = {}
     for (const ds of stores) maintenance(ds).stopAutocompaction();
     throw err;
   }
-  const [s, a, t] = stores as [Nedb, Nedb, Nedb];
+  const [s, a, t, b] = stores as [Nedb, Nedb, Nedb, Nedb];
   const state: StoreState = { closed: false };
   return new NedbStore(
     new NedbCollection<SessionRecord>(s, 'sessions', state),
     new NedbCollection<ApprovalRecord>(a, 'approvals', state),
     new NedbCollection<TokenRecord>(t, 'tokens', state),
+    new NedbCollection<BudgetRecord>(b, 'budgets', state),
     stores,
     !opts.inMemory,
     state,

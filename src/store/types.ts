@@ -42,6 +42,50 @@ export interface ApprovalRecord {
   session?: string;
   target?: string;
   protocol?: Protocol;
+  /** The agent's stated reason (`portcullis.reason`, PORTCULLIS_REASON, X-Portcullis-Reason). */
+  justification?: string;
+  /** SHA-256 binding identity + target + the exact request (src/core/binding.ts). */
+  binding?: string;
+  /** Distinct approvers needed (two-person rule); default 1. */
+  required?: number;
+  /** Approvals given so far (the last one settles the record). */
+  votes?: ApprovalVote[];
+  /** votes.length, for compare-and-set. */
+  voteCount?: number;
+  /** Once approved: single use (`once`) or any retry of the same request (`same-request`) until validUntil. */
+  scope?: 'once' | 'same-request';
+  validUntil?: number;
+  /** How many times the approved request has run under this approval. */
+  uses?: number;
+  /** Seconds into the session's recording when the request was held. */
+  recordingOffset?: number;
+  /** Set while the requester is not waiting (it went away; a retry of the same request picks the approval up). */
+  detachedAt?: number;
+}
+
+export interface ApprovalVote {
+  by: string;
+  at: number;
+  reason?: string;
+  scope?: 'once' | 'same-request';
+  forMs?: number;
+}
+
+/** A damage budget counter (src/core/budgets.ts): one per budget, identity (or group), target and window. */
+export interface BudgetRecord {
+  /** `${budget}|${who}|${target}|${window}`. */
+  id: string;
+  /** file:id of the budget. */
+  budget: string;
+  /** Subject, or `*` for a budget shared by its group. */
+  who: string;
+  target: string;
+  /** `day:YYYY-MM-DD` (UTC) or `session:<id>`. */
+  window: string;
+  counters: Record<string, number>;
+  updatedAt: number;
+  /** When the window is over and the record may be removed. */
+  expiresAt: number;
 }
 
 export interface TokenRecord {
@@ -111,9 +155,10 @@ export interface Store {
   readonly sessions: Collection<SessionRecord>;
   readonly approvals: Collection<ApprovalRecord>;
   readonly tokens: Collection<TokenRecord>;
+  readonly budgets: Collection<BudgetRecord>;
   /** Compact the data files and stop background work. The store is unusable afterwards. */
   close(): Promise<void>;
 }
 
-export const COLLECTIONS = ['sessions', 'approvals', 'tokens'] as const;
+export const COLLECTIONS = ['sessions', 'approvals', 'tokens', 'budgets'] as const;
 export type CollectionName = (typeof COLLECTIONS)[number];

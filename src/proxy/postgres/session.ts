@@ -23,6 +23,8 @@ import type { Core } from '../../core/core.js';
 import type { SessionInfo } from '../../core/events.js';
 import type { Logger } from '../../core/log.js';
 import { summarizeRequest } from '../../core/summary.js';
+import { outcomeJson, outcomeOf } from '../../core/outcome.js';
+import type { BudgetCounters } from '../../policy/budgets.js';
 import type { ColumnDescriptor, RowMasker } from '../../masking/index.js';
 import { sqlFactsCached } from '../../policy/sql/index.js';
 import { parseStatements } from '../../policy/sql/parser.js';
@@ -127,6 +129,10 @@ export interface SessionLimits {
 /** A statement as the server holds it (protocol-level prepared statement), mirrored. */
 interface StmtState {
   audited: string;
+  /** The statement text (budgets re-check re-executions of prepared statements). */
+  sql?: string;
+  /** Executions started (the first one was decided with the Parse). */
+  runs?: number;
   decision: { effect: string; rule: string; reason: string };
   seq: number | null;
   approval?: StatementEntry['approval'];
@@ -164,6 +170,10 @@ interface ResultCtx {
   described?: boolean;
   error?: { code: string; message: string };
   suspended?: boolean;
+  /** Bytes of rows sent to the client and not yet counted against budgets. */
+  bytes?: number;
+  /** A COPY FROM STDIN is running (its row count is written rows). */
+  copyIn?: boolean;
 }
 
 interface Record0 {
@@ -313,6 +323,19 @@ function samePath(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** `SET portcullis.reason = '…'` earlier in the same statement string: the reason for the rest. */
+function inlineReason(facts: SqlFacts | null): string | undefined {
+  if (!facts) return undefined;
+  let reason: string | undefined;
+  for (const st of facts.statements) {
+    if (!st.actions.every((a) => a.action === 'set' || a.action === 'reset')) break;
+    for (const a of st.actions) {
+      if (a.action === 'set' && a.setting === 'portcullis.reason') reason = (a.value ?? '').replace(/^'(.*)'$/s, '$1').replace(/''/g, "'");
+    }
+  }
+  return reason;
+}
+
 function decisionInfo(d: Decision): { effect: string; rule: string; reason: string } {
   return { effect: d.effect, rule: d.rule, reason: d.reason };
 }
@@ -356,6 +379,11 @@ export class PgSession {
   private rollbackSeen = false;
   private errorSeen = false;
   private reason: string | undefined;
+  /** A reason SET earlier in the statement string being decided. */
+  private inlineReason: string | undefined;
+  /** Client view: the statement each portal was bound to, and the portals that started executing. */
+  private readonly portalStmt = new Map<string, string>();
+  private readonly portalRan = new Set<string>();
   private readonly masks: SessionMasks;
 
   // protocol state
@@ -740,8 +768,32 @@ export class PgSession {
 
   private request(sql: string, searchPath: string[] = this.path): PolicyRequest {
     const r: PolicyRequest = { protocol: 'postgres', identity: this.identity!, target: this.targetName, sql, searchPath };
-    if (this.reason !== undefined) r.reason = this.reason;
+    const reason = this.inlineReason ?? this.reason;
+    if (reason !== undefined) r.reason = reason;
     return r;
+  }
+
+  /** Whether damage budgets apply to this session (the proxy then feeds them). */
+  private budgetsOn(): boolean {
+    return this.info !== null && this.env.core.budgets.enabledFor(this.info.id);
+  }
+
+  /** What a statement did, for the damage budgets: rows from its CommandComplete tag, bytes of the rows sent. */
+  private feedBudgets(tag: string | null, ctx: ResultCtx): void {
+    const bytes = ctx.bytes ?? 0;
+    ctx.bytes = 0;
+    if (!this.budgetsOn()) return;
+    const amounts: BudgetCounters = {};
+    if (tag !== null) {
+      const verb = tag.split(' ')[0];
+      const n = tagRowCount(tag) ?? 0;
+      // MERGE's count mixes inserted, updated and deleted rows: it counts as both (fail closed).
+      if (verb === 'DELETE' || verb === 'MERGE') amounts.rows_deleted = n;
+      if (verb === 'DELETE' || verb === 'MERGE' || verb === 'INSERT' || verb === 'UPDATE' || (verb === 'COPY' && ctx.copyIn)) amounts.rows_written = n;
+    }
+    if (bytes > 0) amounts.bytes_returned = bytes;
+    if (!amounts.rows_deleted && !amounts.rows_written && !amounts.bytes_returned) return;
+    void this.env.core.budgets.consume(this.info!.id, amounts).catch((e: unknown) => this.env.log.error('postgres proxy: budget accounting failed', { session: this.info?.id, error: String(e) }));
   }
 
   private audited(sql: string): string {
@@ -767,14 +819,27 @@ export class PgSession {
     }
   }
 
-  private policyError(d: Decision, extra?: string): ErrorInfo {
+  /**
+   * The 42501 error for a refusal: MESSAGE for humans, DETAIL the machine-readable outcome
+   * (core/outcome.ts, docs/outcome.schema.json), HINT the remedy.
+   */
+  private policyError(d: Decision, hold?: { state: 'denied' | 'expired'; approvalId: string; why: string }): ErrorInfo {
     const reason = this.masks.maskText(d.reason);
+    const remedy = d.remedy ? this.masks.maskText(d.remedy) : undefined;
+    const o = outcomeOf({ ...d, reason, remedy }, hold ? { hold: hold.state, approvalId: hold.approvalId } : {});
     return {
       code: '42501',
-      message: `blocked by policy ${d.rule}: ${reason}`,
-      detail: extra ? `${reason}; ${extra}` : reason,
-      ...(d.remedy ? { hint: this.masks.maskText(d.remedy) } : {}),
+      message: `blocked by policy ${d.rule}: ${reason}${hold ? `; ${hold.why}` : ''}`,
+      detail: outcomeJson(o),
+      ...(remedy ? { hint: remedy } : {}),
     };
+  }
+
+  /** DETAIL of a held statement's notice, and of a held statement the client cancelled: approval_required. */
+  private heldOutcome(d: Decision, approvalId: string, retryAfterS?: number): string {
+    const reason = this.masks.maskText(d.reason);
+    const remedy = d.remedy ? this.masks.maskText(d.remedy) : undefined;
+    return outcomeJson(outcomeOf({ ...d, reason, remedy }, { hold: 'pending', approvalId, ...(retryAfterS !== undefined ? { retryAfterS } : {}) }));
   }
 
   private sendClient(b: Buffer): void {
@@ -947,6 +1012,8 @@ export class PgSession {
         });
         this.push({ k: 'bind', batch: this.batch, portal: m.portal, statement: m.statement, formats: m.resultFormats, params });
         this.knownPortals.add(m.portal);
+        this.portalStmt.set(m.portal, m.statement);
+        this.portalRan.delete(m.portal);
         if (!this.knownStmts.has(m.statement)) {
           this.sendUp(encodeDescribe('P', m.portal));
           this.push({ k: 'descP', batch: this.batch, portal: m.portal, internal: true });
@@ -961,13 +1028,13 @@ export class PgSession {
         return;
       case 'Execute': {
         this.openBatch = true;
-        if (!this.knownPortals.has(m.portal)) {
-          this.sendUp(encodeDescribe('P', m.portal));
-          this.push({ k: 'descP', batch: this.batch, portal: m.portal, internal: true });
-          this.knownPortals.add(m.portal);
+        const gate = this.budgetGate(m.portal);
+        if (gate) {
+          return gate.then((ok) => {
+            if (ok) this.sendExecute(m, raw);
+          });
         }
-        this.sendUp(raw);
-        this.push({ k: 'exec', batch: this.batch, portal: m.portal, ctx: { start: performance.now(), rows: 0, tags: [], sample: [] } });
+        this.sendExecute(m, raw);
         return;
       }
       case 'Close':
@@ -1004,6 +1071,40 @@ export class PgSession {
       case 'Password':
         throw new PgProtocolError('unexpected password message');
     }
+  }
+
+  private sendExecute(m: Extract<ClientMessage, { type: 'Execute' }>, raw: Buffer): void {
+    if (!this.knownPortals.has(m.portal)) {
+      this.sendUp(encodeDescribe('P', m.portal));
+      this.push({ k: 'descP', batch: this.batch, portal: m.portal, internal: true });
+      this.knownPortals.add(m.portal);
+    }
+    this.sendUp(raw);
+    this.push({ k: 'exec', batch: this.batch, portal: m.portal, ctx: { start: performance.now(), rows: 0, tags: [], sample: [] } });
+  }
+
+  /**
+   * A prepared statement executed again is not decided again; its damage budgets are (Core.recheck).
+   * Null: run it now. Else a promise of whether it may run (a refusal fails the pipeline to Sync).
+   */
+  private budgetGate(portal: string): Promise<boolean> | null {
+    if (!this.budgetsOn() || this.portalRan.has(portal)) return null; // a suspended portal continues
+    this.portalRan.add(portal);
+    const name = this.portalStmt.get(portal);
+    const stmt = name === undefined ? undefined : this.knownStmts.get(name);
+    if (!stmt?.sql) return null;
+    const runs = stmt.runs ?? 0;
+    stmt.runs = runs + 1;
+    if (runs === 0) return null; // decided with its Parse
+    const sql = stmt.sql;
+    return this.env.core.recheck(this.info!.id, this.request(sql, this.path)).then((r) => {
+      if (this.closed) return false;
+      if (!r) return true;
+      const refusal: Refusal = { fields: errorFields(this.policyError(r.decision)) };
+      this.forwardRefusal(refusal, true, '__portcullis_budget');
+      this.record({ protocol: 'extended', statement: stmt.audited, decision: decisionInfo(r.decision), seq: r.seq, error: { code: '42501', message: noticeField(refusal.fields, 'M') ?? 'refused' } });
+      return false;
+    });
   }
 
   /** Forwards the poison statement as a simple Query; its error becomes `refusal`. */
@@ -1119,10 +1220,19 @@ export class PgSession {
    */
   private async decide(sql: string): Promise<{ ok: boolean; decision: Decision; seq: number | null; refusal?: Refusal; approval?: StatementEntry['approval']; facts: SqlFacts | null; path: string[] }> {
     await this.beforeDecide();
+    // Damage budgets count what statements did: let those in flight report before deciding.
+    if (!this.openBatch && !this.queueEmpty && this.budgetsOn()) await this.whenIdle();
     const path = this.path;
-    const req = this.request(sql, path);
     const facts = this.facts(sql, path);
-    const { decision, seq } = await this.decideUnderPaths(sql);
+    this.inlineReason = inlineReason(facts);
+    const req = this.request(sql, path);
+    let decided: { decision: Decision; seq: number | null };
+    try {
+      decided = await this.decideUnderPaths(sql);
+    } finally {
+      this.inlineReason = undefined;
+    }
+    const { decision, seq } = decided;
     if (decision.effect === 'deny') return { ok: false, decision, seq, refusal: { fields: errorFields(this.policyError(decision)) }, facts, path };
     let approval: StatementEntry['approval'];
     if (decision.effect === 'review') {
@@ -1135,7 +1245,12 @@ export class PgSession {
         decision,
         (id) => {
           this.sendClient(
-            encodeNoticeResponse({ code: '00000', message: `portcullis: held for approval ${id} (${decision.rule}): ${this.masks.maskText(decision.reason)}`, hint: decision.remedy ? this.masks.maskText(decision.remedy) : undefined }),
+            encodeNoticeResponse({
+              code: '00000',
+              message: `portcullis: held for approval ${id} (${decision.rule}): ${this.masks.maskText(decision.reason)}`,
+              detail: this.heldOutcome(decision, id),
+              hint: decision.remedy ? this.masks.maskText(decision.remedy) : undefined,
+            }),
           );
           this.flushClient();
         },
@@ -1146,10 +1261,19 @@ export class PgSession {
       if (this.closed) return { ok: false, decision, seq, approval, facts, path };
       if (out.state !== 'approved') {
         if (this.cancelRequested) {
-          return { ok: false, decision, seq, approval, facts, path, refusal: { fields: errorFields({ code: '57014', message: 'canceling statement due to user request', detail: `the held statement (approval ${out.approvalId}) was withdrawn` }) } };
+          // The approval stays pending: once approved, the same statement sent again runs.
+          return {
+            ok: false,
+            decision,
+            seq,
+            approval,
+            facts,
+            path,
+            refusal: { fields: errorFields({ code: '57014', message: `canceling statement due to user request; approval ${out.approvalId} stays pending: send the same statement again once it is approved`, detail: this.heldOutcome(decision, out.approvalId, 5) }) },
+          };
         }
         const why = out.state === 'denied' ? `approval ${out.approvalId} was denied${out.by ? ` by ${out.by}` : ''}${out.reason ? `: ${out.reason}` : ''}` : `approval ${out.approvalId} expired${out.reason ? ` (${out.reason})` : ''}`;
-        return { ok: false, decision, seq, approval, facts, path, refusal: { fields: errorFields(this.policyError(decision, why)) } };
+        return { ok: false, decision, seq, approval, facts, path, refusal: { fields: errorFields(this.policyError(decision, { state: out.state === 'denied' ? 'denied' : 'expired', approvalId: out.approvalId, why: this.masks.maskText(why) })) } };
       }
     }
     // Allowed (or approved). Integrity checks the parser's view depends on, then the masks.
@@ -1270,7 +1394,7 @@ export class PgSession {
       return;
     }
     this.afterAllowed(d.facts, d.path);
-    const stmt: StmtState = { audited: this.audited(m.sql), decision: decisionInfo(d.decision), seq: d.seq, ...(d.approval ? { approval: d.approval } : {}), cols: undefined, fields: undefined };
+    const stmt: StmtState = { audited: this.audited(m.sql), sql: m.sql, runs: 0, decision: decisionInfo(d.decision), seq: d.seq, ...(d.approval ? { approval: d.approval } : {}), cols: undefined, fields: undefined };
     this.sendUp(raw);
     this.push({ k: 'parse', batch: this.batch, name: m.name, internal: false, stmt });
     this.sendUp(encodeDescribe('S', m.name));
@@ -1571,6 +1695,7 @@ export class PgSession {
 
   private maskRow(ctx: ResultCtx, f: Frame): void {
     ctx.rows++;
+    ctx.bytes = (ctx.bytes ?? 0) + f.raw.length;
     if (ctx.blind) {
       const values = decodeDataRow(f.body);
       this.sendClient(encodeDataRow(values.map(() => null)));
@@ -1636,6 +1761,7 @@ export class PgSession {
   }
 
   private copyData(ctx: ResultCtx, f: Frame): void {
+    ctx.bytes = (ctx.bytes ?? 0) + f.raw.length;
     if (!ctx.copy) {
       this.sendClient(f.raw);
       return;
@@ -1698,6 +1824,8 @@ export class PgSession {
         }
         ctx.masker = null;
         this.afterCommand(tag);
+        this.feedBudgets(tag, ctx);
+        ctx.copyIn = false;
         const ap = e.rec.approval;
         // Tell the agent who released its held statement and what it did (visible under psql -q too).
         if (ap?.state === 'approved') this.sendClient(encodeNoticeResponse({ code: '00000', message: `portcullis: approval ${ap.id} granted by ${ap.by ?? 'an operator'}; the held statement ran: ${tag}` }));
@@ -1731,10 +1859,12 @@ export class PgSession {
         this.copyDone(ctx, f);
         return;
       case B.CopyInResponse:
+        ctx.copyIn = true;
         this.sendClient(f.raw);
         return;
       case B.ReadyForQuery: {
         this.onReady(decodeReadyForQuery(f.body));
+        if (ctx.bytes) this.feedBudgets(null, ctx);
         // A simple Query destroys the unnamed statement and portal.
         this.stmts.delete('');
         this.portals.delete('');
@@ -1808,11 +1938,13 @@ export class PgSession {
         const tag = decodeCommandComplete(f.body);
         if (!tag.startsWith('SELECT') && !tag.startsWith('COPY') && !tag.startsWith('FETCH')) ctx.rows = tagRowCount(tag) ?? ctx.rows;
         this.afterCommand(tag);
+        this.feedBudgets(tag, ctx);
         this.sendClient(f.raw);
         finish(tag, false);
         return;
       }
       case B.PortalSuspended:
+        this.feedBudgets(null, ctx);
         this.sendClient(f.raw);
         finish(null, true);
         return;
@@ -1838,6 +1970,7 @@ export class PgSession {
         this.copyDone(ctx, f);
         return;
       case B.CopyInResponse:
+        ctx.copyIn = true;
         this.sendClient(f.raw);
         return;
       case B.CopyBothResponse:
