@@ -438,7 +438,7 @@ describe('more protocol paths', () => {
     }
   });
 
-  test('cancel while held for approval: 57014, the approval is withdrawn', async () => {
+  test('cancel while held for approval: 57014 with approval_required; the approval stays pending for a retry', async () => {
     const created = new Promise<string>((resolve) => core.approvals.once('created', (rec) => resolve(rec.id)));
     const r = await Raw.connect();
     try {
@@ -449,7 +449,10 @@ describe('more protocol paths', () => {
       c.end(encodeCancelRequest(r.key!.pid, r.key!.secret));
       const fs = await r.until(B.ReadyForQuery);
       assert.equal(errorOf(fs).code, '57014');
-      assert.equal((await store.approvals.get(id))?.state, 'expired');
+      const pending = await store.approvals.get(id);
+      assert.equal(pending?.state, 'pending');
+      assert.ok(pending?.detachedAt, 'marked as not waited for');
+      await core.approvals.decide(id, 'denied', 'demo-oncall', 'test clean-up');
       r.send(encodeQuery('SELECT 1'));
       assert.equal(types(await r.until(B.ReadyForQuery)), 'TDCZ');
     } finally {

@@ -332,15 +332,16 @@ describe('isolation and clean-up', () => {
     await waitFor('the proxy to drop the session', async () => proxy.connections() === 0);
   });
 
-  test('a client gone during a hold: the approval ends as expired', async () => {
+  test('a client gone during a hold: the approval stays pending (detached) until decided or expired', async () => {
     const created = new Promise<string>((resolve) => core.approvals.once('created', (rec) => resolve(rec.id)));
     const c = await rawLogin(proxy.port);
     c.sock.write(encodeQuery('DELETE FROM customers WHERE id = 999999'));
     const id = await created;
     c.sock.destroy();
-    await waitFor('the approval to expire', async () => (await store.approvals.get(id))?.state === 'expired');
-    const rec = await store.approvals.get(id);
-    assert.equal(rec?.decisionReason, 'the requester went away');
+    await waitFor('the approval to be detached', async () => (await store.approvals.get(id))?.detachedAt !== undefined);
+    assert.equal((await store.approvals.get(id))?.state, 'pending');
+    await core.approvals.decide(id, 'denied', 'demo-oncall', 'test clean-up');
+    assert.equal((await store.approvals.get(id))?.state, 'denied');
   });
 });
 

@@ -218,7 +218,8 @@ describe('denials through the wire', () => {
     const r = await psql("INSERT INTO orders (customer_id, amount, status, created_at) VALUES (1, 1, 'proxy-multi', now()); SELECT 1; UPDATE orders SET status = 'x'");
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /ERROR: {2}blocked by policy \S*postgres\.yaml:no-unbounded-writes/);
-    assert.match(r.stderr, /DETAIL: {2}UPDATE\/DELETE without WHERE/);
+    // DETAIL carries the machine-readable outcome (docs/outcome.schema.json).
+    assert.match(r.stderr, /DETAIL: {2}\{"code":"policy_denied","effect":"deny","rule":"[^"]*no-unbounded-writes","reason":"UPDATE\/DELETE without WHERE/);
     assert.match(r.stderr, /HINT: {2}add a WHERE clause/);
     const afterN = (await (await db.connect()).query("SELECT count(*)::int AS n FROM orders WHERE status = 'proxy-multi'")).rows[0].n;
     assert.equal(afterN, before);

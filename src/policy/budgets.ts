@@ -87,8 +87,9 @@ export function exemptFromBudgets(actions: readonly Action[]): boolean {
   return actions.length > 0 && actions.every((a) => a.kind === 'sql' && EXEMPT_SQL.has(a.sql.action));
 }
 
-const DELETES_SQL = new Set(['delete', 'truncate', 'merge']);
-const WRITES_SQL = new Set(['insert', 'update', 'delete', 'merge', 'truncate']);
+// EXECUTE of a statement prepared with SQL PREPARE may delete or write anything: it counts (fail closed).
+const DELETES_SQL = new Set(['delete', 'truncate', 'merge', 'execute']);
+const WRITES_SQL = new Set(['insert', 'update', 'delete', 'merge', 'truncate', 'execute']);
 const DELETES_KUBE = new Set(['delete', 'deletecollection']);
 const WRITES_KUBE = new Set(['create', 'update', 'patch', 'delete', 'deletecollection']);
 
