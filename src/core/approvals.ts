@@ -172,6 +172,15 @@ export class Approvals extends EventEmitter<ApprovalEvents> {
       };
       if (signal?.aborted) onAbort();
       else signal?.addEventListener('abort', onAbort, { once: true });
+      // Decided between the caller's lookup and this wait: answer with the stored outcome.
+      void this.store.approvals.get(id).then(
+        (cur) => {
+          if (this.waiters.get(id) !== done) return;
+          if (!cur) done({ state: 'expired', reason: `approval ${id} is gone` });
+          else if (cur.state !== 'pending') done({ state: cur.state, by: cur.decidedBy, reason: cur.decisionReason });
+        },
+        () => undefined,
+      );
     });
   }
 
