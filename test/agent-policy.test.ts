@@ -233,6 +233,24 @@ describe('approvals and budgets in the core (any protocol)', () => {
     await a.close();
   });
 
+  test('an approval records the session\'s recording offset', async () => {
+    const dataDir = mkdtempSync(join(dir, 'd-'));
+    const a = await open(dataDir, policyDir({}, true));
+    const s = await a.core.openSession({ protocol: 'ssh', target: 'sandbox', identity: agent });
+    const rec = a.core.record(s.id, { width: 80, height: 24 });
+    rec.output(Buffer.from('$ sudo reboot\r\n'));
+    await new Promise((r) => setTimeout(r, 30));
+    const req: PolicyRequest = { protocol: 'ssh', identity: agent, target: 'sandbox', command: 'sudo reboot' };
+    const { decision } = await a.core.decide(s.id, req);
+    const out = await a.core.hold(s.id, req, decision, (id) => void a.core.approvals.decide(id, 'denied', 'demo-oncall'));
+    const stored = await a.core.approvals.get(out.approvalId);
+    assert.equal(typeof stored?.recordingOffset, 'number');
+    assert.ok((stored?.recordingOffset ?? -1) >= 0.02, String(stored?.recordingOffset));
+    assert.match(readFileSync(join(dataDir, 'audit', 'audit.jsonl'), 'utf8'), /"type":"approval.requested"/);
+    assert.match(readFileSync(join(dataDir, 'audit', 'audit.jsonl'), 'utf8'), /"recordingOffset":0\.\d+/);
+    await a.close();
+  });
+
   test('budgets: counted from what requests did, checked before the next one, for any protocol; they survive a restart', async () => {
     const dataDir = mkdtempSync(join(dir, 'd-'));
     const policies = policyDir(

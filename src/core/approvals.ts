@@ -198,12 +198,13 @@ export class Approvals extends EventEmitter<ApprovalEvents> {
   }
 
   /**
-   * A usable grant for this binding: approved, not expired, and (scope once) not used yet; it is
-   * used atomically (compare-and-set on `uses`). Null when there is none.
+   * A usable grant for this binding, given under the same rule: approved, not expired, with at
+   * least the approvers the rule needs now, and (scope once) not used yet; it is used atomically
+   * (compare-and-set on `uses`). Null when there is none.
    */
-  async useGrant(binding: string, minApprovers = 1): Promise<ApprovalRecord | null> {
+  async useGrant(binding: string, rule: string, minApprovers = 1): Promise<ApprovalRecord | null> {
     const now = Date.now();
-    const grants = await this.store.approvals.find({ binding, state: 'approved' }, { sort: { decidedAt: -1 } });
+    const grants = await this.store.approvals.find({ binding, state: 'approved', rule }, { sort: { decidedAt: -1 } });
     for (const g of grants) {
       if ((g.validUntil ?? 0) <= now || (g.required ?? 1) < minApprovers) continue;
       const used = await this.markUsed(g);
@@ -221,11 +222,11 @@ export class Approvals extends EventEmitter<ApprovalEvents> {
     return updated;
   }
 
-  /** A pending approval of this binding whose requester went away (a retry attaches to it). */
-  async detached(binding: string): Promise<ApprovalRecord | null> {
-    const pending = await this.store.approvals.find({ binding, state: 'pending' }, { sort: { createdAt: 1 } });
+  /** A pending approval of this binding and rule whose requester went away (a retry attaches to it). */
+  async detached(binding: string, rule: string, minApprovers = 1): Promise<ApprovalRecord | null> {
+    const pending = await this.store.approvals.find({ binding, state: 'pending', rule }, { sort: { createdAt: 1 } });
     for (const p of pending) {
-      if (this.waiters.has(p.id) || p.expiresAt <= Date.now()) continue;
+      if (this.waiters.has(p.id) || p.expiresAt <= Date.now() || (p.required ?? 1) < minApprovers) continue;
       const updated = await this.store.approvals.update(p.id, { detachedAt: undefined }, { where: { state: 'pending' } });
       if (updated) {
         this.arm(updated);

@@ -1,6 +1,6 @@
 // Holding a request under review (Core.hold), the same for every proxy:
 //   1. an approved grant for exactly this request (same identity, target and request: binding.ts)
-//      that is still usable passes at once — no new hold (an agent that timed out and retries
+//      under the same rule that is still usable passes at once — no new hold (an agent that timed out and retries
 //      succeeds once the approval came in);
 //   2. else a pending approval of the same request whose requester went away is picked up;
 //   3. else a new approval is created (two-person rule and timeout from the review rule, the
@@ -32,7 +32,7 @@ export async function holdRequest(
 ): Promise<HoldOutcome> {
   const binding = requestBinding(request);
   const required = decision.approval?.approvers ?? 1;
-  const grant = await ctx.approvals.useGrant(binding, required);
+  const grant = await ctx.approvals.useGrant(binding, decision.rule, required);
   if (grant) {
     await ctx.audit.append(
       {
@@ -49,7 +49,7 @@ export async function holdRequest(
   }
   const offset = ctx.recordingOffset(session);
   const rec =
-    (await ctx.approvals.detached(binding)) ??
+    (await ctx.approvals.detached(binding, decision.rule, required)) ??
     (await ctx.approvals.create({
       session: session ?? undefined,
       protocol: request.protocol,
