@@ -303,6 +303,13 @@ describe('approvals and budgets in the core (any protocol)', () => {
     const kube2 = await a.core.openSession({ protocol: 'kubernetes', target: 'demo-cluster', identity: agent });
     const d2 = (await a.core.decide(kube2.id, { ...del, http: { method: 'DELETE', path: '/api/v1/namespaces/default/pods/web-2' } })).decision;
     assert.equal(d2.code, 'budget_exceeded', 'the daily counter survived the restart');
-    await a.close();
+    // Fail closed: a counter the store cannot give refuses what its budget limits.
+    const other = { subject: 'other-agent', groups: ['agents'] };
+    const kube3 = await a.core.openSession({ protocol: 'kubernetes', target: 'demo-cluster', identity: other });
+    await a.store.close();
+    const d3 = (await a.core.decide(kube3.id, { ...del, identity: other, http: { method: 'DELETE', path: '/api/v1/namespaces/default/pods/web-3' } })).decision;
+    assert.deepEqual([d3.effect, d3.code], ['deny', 'budget_exceeded']);
+    assert.match(d3.reason, /counter cannot be read .*fail closed/);
+    await a.core.close();
   });
 });

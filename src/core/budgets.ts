@@ -59,6 +59,8 @@ interface Counter {
   stored: boolean;
   loaded: Promise<void>;
   chain: Promise<void>;
+  /** The stored counter could not be read: checks refuse (fail closed) until a read succeeds. */
+  failed?: string;
 }
 
 interface MinuteCount {
@@ -143,7 +145,11 @@ export class Budgets {
           fresh.stored = true;
         }
       },
-      (e: unknown) => this.log.error('budgets: cannot read a counter; counting from 0', { id, error: String(e) }),
+      (e: unknown) => {
+        fresh.failed = String((e as Error)?.message ?? e);
+        if (this.counters.get(id) === fresh) this.counters.delete(id); // the next check reads again
+        this.log.error('budgets: cannot read a counter; refusing what it limits', { id, error: fresh.failed });
+      },
     );
     this.counters.set(id, fresh);
     return fresh;
@@ -196,7 +202,14 @@ export class Budgets {
       const who = this.who(b, req);
       for (const [limit, max] of Object.entries(b.limits) as [BudgetLimit, number][]) {
         if (!limitConcerns(limit, actions)) continue;
-        const used = await this.used(b, limit, who, req.target, window, session, now);
+        let used: number;
+        try {
+          used = await this.used(b, limit, who, req.target, window, session, now);
+        } catch (e) {
+          // Fail closed: a budget whose counter cannot be read refuses what it limits.
+          if (!b.shadow) out.live = { effect: 'deny', rule: b.ref, code: 'budget_exceeded', reason: `budget ${b.id}: its counter cannot be read (${String((e as Error).message)}); refusing (fail closed)`, masks: [] };
+          break;
+        }
         if (used < max) continue;
         const d = this.exceeded(b, limit, used, max, who, req.target, now);
         if (b.shadow) out.shadow = { effect: b.effect, rule: b.ref, reason: d.reason, code: 'budget_exceeded' };
@@ -216,6 +229,7 @@ export class Budgets {
     if (limit === 'session_minutes' && b.per === 'session') return info ? (now - info.openedAt) / MINUTE : 0;
     const c = this.counter(b, who, target, window, now);
     await c.loaded;
+    if (c.failed) throw new Error(c.failed);
     const stored = c.rec.counters[limit] ?? 0;
     if (limit === 'session_minutes') return stored + (info ? (now - Math.max(info.openedAt, dayStart(now))) / MINUTE : 0);
     return stored;
@@ -272,6 +286,7 @@ export class Budgets {
       const c = this.counter(b, this.who(b, info), info.target, window, now);
       writes.push(
         c.loaded.then(() => {
+          if (c.failed) return;
           for (const k of names) c.rec.counters[k] = (c.rec.counters[k] ?? 0) + (amounts[k] ?? 0);
           c.rec.updatedAt = now;
           return this.persist(c);
