@@ -179,7 +179,9 @@ export class Core {
    * refuse the request (fail closed). Never throws for a bad request: it is decided fail-closed.
    */
   async decide(session: string | null, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null }> {
+    const t0 = performance.now();
     const ev = evaluate(this.policySnapshot, request);
+    const evalSeconds = (performance.now() - t0) / 1000;
     const decision = ev.decision;
     const summary: RequestSummary = summarizeRequest(request);
     const readOnly = decision.effect === 'allow' && ev.actions.every((a) => (a.kind === 'sql' && READ_ONLY_SQL.has(a.sql.action)) || (a.kind === 'kube' && ['get', 'list', 'watch'].includes(a.kube.verb)));
@@ -198,11 +200,14 @@ export class Core {
         { durable: !readOnly },
       );
       if (session) this.events.emit('request.decided', { session, request: summary, decision, seq: written.seq });
+      this.events.emit('decision.made', { protocol: request.protocol, decision, evalSeconds });
       return { decision, seq: written.seq };
     } catch (e) {
       const msg = e instanceof PortcullisError ? e.message : String(e);
       this.opts.log.error('audit write failed: refusing the request', { error: msg });
-      return { decision: { effect: 'deny', rule: 'audit-unavailable', reason: `the audit log cannot be written (${msg}); refusing (fail closed)`, masks: [] }, seq: null };
+      const refused: Decision = { effect: 'deny', rule: 'audit-unavailable', reason: `the audit log cannot be written (${msg}); refusing (fail closed)`, masks: [] };
+      this.events.emit('decision.made', { protocol: request.protocol, decision: refused, evalSeconds });
+      return { decision: refused, seq: null };
     }
   }
 

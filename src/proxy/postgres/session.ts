@@ -646,7 +646,9 @@ export class PgSession {
     this.upReader = upc.reader;
     this.upKey = upc.backendKey;
     this.status = upc.status;
+    const events = this.env.core.events;
     this.up.on('data', (d: Buffer) => {
+      events.emit('session.bytes', { protocol: 'postgres', direction: 'out', bytes: d.length });
       this.upReader!.push(d);
       void this.pumpUpstream();
     });
@@ -662,6 +664,7 @@ export class PgSession {
     // The client's socket switches to the message pump.
     this.detachStartup(this.client);
     this.client.on('data', (d: Buffer) => {
+      events.emit('session.bytes', { protocol: 'postgres', direction: 'in', bytes: d.length });
       this.clientReader.push(d);
       if (this.clientPumping && !this.clientPausedBuffer && this.clientReader.buffered > CLIENT_BUFFER_LIMIT) {
         // A decision or a hold is pending: stop reading until the pump catches up.
@@ -1899,6 +1902,20 @@ export class PgSession {
       // the client may be gone
     }
     await this.terminate(`fatal: ${e.code} ${e.message}`);
+  }
+
+  /**
+   * Shutdown: let the statements in flight finish (up to `graceMs`; a held one is refused when
+   * the core expires its approval), then end the session with FATAL 57P01 (admin_shutdown).
+   */
+  async drain(graceMs: number): Promise<void> {
+    if (this.closed) return;
+    if (this.ready && !this.queueEmpty) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
+    await this.fatal({ code: '57P01', message: 'terminating connection: the bastion is shutting down' });
   }
 
   /** Closes both sides and the core session; safe to call more than once. */
