@@ -27,9 +27,9 @@ const COMMANDS: Command[] = [
   {
     name: 'serve',
     summary: 'run the bastion',
-    usage: 'serve [--config FILE] [--data-dir DIR] [--policies DIR] | serve --demo [--data-dir DIR]',
-    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, policies: { type: 'string' }, demo: { type: 'boolean' }, 'kube-upstream': { type: 'string' } },
-    run: async (v) => (await import('./serve.js')).serve({ config: s(v, 'config'), dataDir: s(v, 'data-dir'), policies: s(v, 'policies'), demo: v.demo === true, kubeUpstream: s(v, 'kube-upstream') }),
+    usage: 'serve [--config FILE] [--data-dir DIR] [--policies DIR] | serve --demo [--data-dir DIR]   [--listen NAME=HOST:PORT]... (NAME: ssh, postgres, kubernetes, http)',
+    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, policies: { type: 'string' }, demo: { type: 'boolean' }, 'kube-upstream': { type: 'string' }, listen: { type: 'string', multiple: true } },
+    run: async (v) => (await import('./serve.js')).serve({ config: s(v, 'config'), dataDir: s(v, 'data-dir'), policies: s(v, 'policies'), demo: v.demo === true, kubeUpstream: s(v, 'kube-upstream'), listen: Array.isArray(v.listen) ? v.listen : [] }),
   },
   {
     name: 'config check',

@@ -30,7 +30,7 @@ import { Lifecycle, runShutdown } from '../runtime/lifecycle.js';
 import { Reloader } from '../runtime/reload.js';
 import { openNotifier } from '../runtime/sdnotify.js';
 import { openStore } from '../store/index.js';
-import { EXIT, VERSION } from './util.js';
+import { EXIT, UsageError, VERSION } from './util.js';
 
 /**
  * The demo's policies: examples/policies of the checkout; inside the single binary, a copy of the
@@ -65,7 +65,7 @@ interface DemoResources {
   env: Record<string, string>;
 }
 
-async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo: DemoResources }> {
+async function startDemo(dataDir: string, listenAt: ListenOverrides = {}): Promise<{ config: BastionConfig; demo: DemoResources }> {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const lines: string[] = [];
   const stops: (() => Promise<void>)[] = [];
@@ -101,9 +101,9 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
     '  allow_plaintext: true   # the demo listens on 127.0.0.1 only',
     `policies: ${JSON.stringify(policies)}`,
     'listen:',
-    '  ssh: 127.0.0.1:2222',
-    '  postgres: 127.0.0.1:6432',
-    '  http: 127.0.0.1:9187',
+    `  ssh: ${listenAt.ssh ?? '127.0.0.1:2222'}`,
+    `  postgres: ${listenAt.postgres ?? '127.0.0.1:6432'}`,
+    `  http: ${listenAt.http ?? '127.0.0.1:9187'}`,
     'audit:',
     '  sync: writes',
     'targets:',
@@ -129,6 +129,19 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
       },
     },
   };
+}
+
+type ListenOverrides = Partial<Record<'ssh' | 'postgres' | 'kubernetes' | 'http', string>>;
+
+/** `--listen NAME=HOST:PORT` (repeatable): overrides a listener of the config or the demo. */
+function parseListenFlags(flags: string[]): ListenOverrides {
+  const out: ListenOverrides = {};
+  for (const f of flags) {
+    const m = /^(ssh|postgres|kubernetes|http)=((?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5})$/.exec(f);
+    if (!m) throw new UsageError(`--listen ${f}: expected NAME=HOST:PORT with NAME one of ssh, postgres, kubernetes, http`);
+    out[m[1] as keyof ListenOverrides] = m[2];
+  }
+  return out;
 }
 
 /** The bastion's masking key (HMAC for `hash` masks): <data-dir>/keys/mask-hmac.key, made once. */
@@ -178,7 +191,8 @@ async function demoIdentities(identity: IdentityService, config: BastionConfig):
   return { PORTCULLIS_DEMO_TOKEN: agent.token, PORTCULLIS_DEMO_ONCALL_TOKEN: oncall.token, PORTCULLIS_DEMO_SSH_KEY: keyFile };
 }
 
-export async function serve(opts: { config?: string; dataDir?: string; policies?: string; demo: boolean; kubeUpstream?: string }): Promise<number> {
+export async function serve(opts: { config?: string; dataDir?: string; policies?: string; demo: boolean; kubeUpstream?: string; listen?: string[] }): Promise<number> {
+  const listenAt = parseListenFlags(opts.listen ?? []);
   let config: BastionConfig;
   let demo: DemoResources | null = null;
   let unlock: (() => void) | null = null;
@@ -187,7 +201,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     unlock = lockDataDir(dir);
     try {
-      const r = await startDemo(dir);
+      const r = await startDemo(dir, listenAt);
       config = r.config;
       demo = r.demo;
     } catch (e) {
@@ -196,6 +210,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     }
   } else {
     config = loadConfig(opts.config ?? defaultConfigPath(), { dataDir: opts.dataDir, policies: opts.policies, checkSecrets: true });
+    Object.assign(config.listen, listenAt);
   }
   let maskLogText: (s: string) => string = (x) => x;
   const log = createLogger(config.logLevel, undefined, (x) => maskLogText(x), defaultLogFormat());
