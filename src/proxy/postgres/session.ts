@@ -1909,12 +1909,18 @@ export class PgSession {
    * the core expires its approval), then end the session with FATAL 57P01 (admin_shutdown).
    */
   async drain(graceMs: number): Promise<void> {
-    if (this.closed) return;
-    if (this.ready && !this.queueEmpty) {
+    const deadline = Date.now() + graceMs;
+    // Busy: statements sent upstream and not answered, or one being decided or held (the pump).
+    for (let i = 0; i < 1_000_000 && !this.closed && this.ready && (!this.queueEmpty || this.clientPumping); i++) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      const tick = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(50, left))));
+      // A held or undecided statement leaves the queue empty: then only the tick wakes us.
+      await (this.queueEmpty ? tick : Promise.race([this.whenIdle(), tick]));
       clearTimeout(timer);
     }
+    if (this.closed) return;
     await this.fatal({ code: '57P01', message: 'terminating connection: the bastion is shutting down' });
   }
 
