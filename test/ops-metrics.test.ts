@@ -199,6 +199,6 @@ describe('logger', () => {
     assert.equal(JSON.parse(lines[1]!).msg, 'shown');
     const text: string[] = [];
     createLogger('info', (x) => text.push(x), undefined, 'text').warn('disk low', { dir: '/var/lib/portcullis', free: 3 });
-    assert.match(text[0]!, /^\d\d:\d\d:\d\d\.\d{3} WARN  disk low {2}dir=\/var\/lib\/portcullis free=3$/);
+    assert.match(text[0]!, /^\d\d:\d\d:\d\d\.\d{3} WARN {2}disk low {2}dir=\/var\/lib\/portcullis free=3$/);
   });
 });
