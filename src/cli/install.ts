@@ -9,8 +9,8 @@
 // --dry-run prints every step and changes nothing.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { assetKeys, isSea, packageRoot, readAsset } from '../runtime/assets.js';
 import { EXIT, UsageError } from './util.js';
 
@@ -133,7 +133,10 @@ export async function install(o: InstallOptions): Promise<number> {
   };
 
   // 2. directories, files
+  const ensured = new Set<string>();
   const ensureDir = (p: string, m: number, owner: 'root' | 'service') => {
+    if (ensured.has(p)) return;
+    ensured.add(p);
     const full = at(p);
     const label = `${show(p)}/ (${mode(m)} ${owner === 'root' ? 'root' : SERVICE_USER}:${SERVICE_USER})`;
     if (existsSync(full)) {
@@ -147,6 +150,7 @@ export async function install(o: InstallOptions): Promise<number> {
       });
     }
     step('create', label, () => {
+      mkdirSync(dirname(full), { recursive: true, mode: 0o755 });
       mkdirSync(full, { recursive: true, mode: m });
       chmodSync(full, m);
       const i = ids();
@@ -205,7 +209,7 @@ export async function install(o: InstallOptions): Promise<number> {
   const wants = at(`/etc/systemd/system/multi-user.target.wants/${UNIT}`);
   if (!which('systemctl')) step('skip', `systemctl enable ${UNIT}: systemctl is not installed`);
   else if (atRoot && !systemdRunning()) step('skip', `systemctl enable ${UNIT}: systemd is not running here (PID 1 is ${pid1()}); on the host run: systemctl enable --now ${UNIT}`);
-  else if (existsSync(wants)) step('enabled', UNIT);
+  else if (isSymlink(wants)) step('enabled', UNIT);
   else {
     const args = atRoot ? ['enable', UNIT] : [`--root=${prefix}`, 'enable', UNIT];
     step('enable', `${UNIT} (systemctl ${args.join(' ')})`, () => {
@@ -223,6 +227,14 @@ export async function install(o: InstallOptions): Promise<number> {
         : `done (${changes} change(s)). Next: edit /etc/portcullis/portcullis.yaml (targets, TLS certificate), check it with \`portcullis config check\`, then \`systemctl start ${UNIT.replace('.service', '')}\`; operators join the ${OPERATOR_GROUP} group`,
   );
   return EXIT.OK;
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 function writeAtomic(file: string, data: Buffer, m: number, after: () => void): void {
