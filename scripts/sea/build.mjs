@@ -215,6 +215,9 @@ async function bundle(workDir, cfg) {
       outfile,
       bundle: true,
       platform: 'node',
+      // node_modules may be a symbolic link (git worktrees sharing one install): keep paths under
+      // the repository, where asset keys are computed, instead of resolving them outside it.
+      preserveSymlinks: true,
       format: 'cjs',
       target: 'node20',
       define,

@@ -256,6 +256,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
   const demoEnv = demo ? await demoIdentities(identity, config) : null;
 
   const lifecycle = new Lifecycle(log, await openNotifier(log));
+  lifecycle.trapSignals();
   const http = createServer(healthHandler({ core, metrics, lifecycle, log }));
   const listeners: string[] = [];
   // Shutdown (SIGTERM): each proxy registers how it stops accepting and drains its sessions
@@ -334,6 +335,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     // A listener could not start: close what did, so the process exits with the error.
     log.error('start-up failed; stopping', { error: (e as Error).message });
     await shutdown(0);
+    lifecycle.untrapSignals();
     lifecycle.notifier.close();
     release();
     throw e;

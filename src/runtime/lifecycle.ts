@@ -85,64 +85,105 @@ export class Lifecycle implements ReadinessSource {
     this.notifier.startWatchdog();
   }
 
+  private handlers: { reload(): Promise<string>; stop(signal: string): Promise<number> } | null = null;
+  private pendingStop: string | null = null;
+  private pendingHup = false;
+  private trapped = false;
+  private resolveExit: ((code: number) => void) | null = null;
+  private reloading: Promise<void> | null = null;
+  private again = false;
+  private readonly onHupSignal = () => this.onHup();
+  private readonly onTermSignal = () => this.onStop('SIGTERM');
+  private readonly onIntSignal = () => this.onStop('SIGINT');
+
   /**
-   * Handle SIGHUP/SIGTERM/SIGINT until stopped. `reload` returns the STATUS= text for systemd;
-   * `stop` runs the shutdown and returns the exit code this promise resolves with.
+   * Take SIGHUP/SIGTERM/SIGINT from now on (call it early in start-up: without a handler the
+   * kernel ends the process at once, between any two statements). Until `run()`, a stop or a
+   * reload is remembered and carried out when run() starts.
+   */
+  trapSignals(): void {
+    if (this.trapped) return;
+    this.trapped = true;
+    process.on('SIGHUP', this.onHupSignal);
+    process.on('SIGTERM', this.onTermSignal);
+    process.on('SIGINT', this.onIntSignal);
+  }
+
+  /** Give the signals back (start-up failed). */
+  untrapSignals(): void {
+    if (!this.trapped) return;
+    this.trapped = false;
+    process.off('SIGHUP', this.onHupSignal);
+    process.off('SIGTERM', this.onTermSignal);
+    process.off('SIGINT', this.onIntSignal);
+  }
+
+  /**
+   * Handle the signals until stopped. `reload` returns the STATUS= text for systemd; `stop` runs
+   * the shutdown and returns the exit code this promise resolves with.
    */
   run(handlers: { reload(): Promise<string>; stop(signal: string): Promise<number> }): Promise<number> {
-    return new Promise<number>((resolveExit) => {
-      let reloading: Promise<void> | null = null;
-      let again = false;
-      const doReload = async (): Promise<void> => {
-        do {
-          again = false;
-          this.notifier.reloading('reloading the config and policies');
-          let status = 'serving';
-          try {
-            status = await handlers.reload();
-          } catch (e) {
-            this.log.error('reload failed; keeping the running config and policy', { error: (e as Error).message });
-          }
-          if (!this.stoppingFlag) this.notifier.ready(status);
-        } while (again && !this.stoppingFlag);
-      };
-      const onHup = () => {
-        if (this.stoppingFlag) return;
-        if (reloading) {
-          again = true;
-          return;
-        }
-        reloading = doReload().finally(() => {
-          reloading = null;
-        });
-      };
-      const onStop = (signal: string) => {
-        if (this.stoppingFlag) {
-          this.log.warn('already stopping', { signal });
-          return;
-        }
-        this.stoppingFlag = true;
-        this.notifier.stopping(`stopping (${signal})`);
-        void (async () => {
-          if (reloading) await reloading;
-          let code = 1;
-          try {
-            code = await handlers.stop(signal);
-          } catch (e) {
-            this.log.error('shutdown failed', { error: (e as Error).message });
-          }
-          process.off('SIGHUP', onHup);
-          process.off('SIGTERM', onTerm);
-          process.off('SIGINT', onInt);
-          this.notifier.close();
-          resolveExit(code);
-        })();
-      };
-      const onTerm = () => onStop('SIGTERM');
-      const onInt = () => onStop('SIGINT');
-      process.on('SIGHUP', onHup);
-      process.on('SIGTERM', onTerm);
-      process.on('SIGINT', onInt);
+    this.trapSignals();
+    this.handlers = handlers;
+    return new Promise<number>((resolve) => {
+      this.resolveExit = resolve;
+      if (this.pendingStop) this.onStop(this.pendingStop);
+      else if (this.pendingHup) this.onHup();
     });
+  }
+
+  private onHup(): void {
+    if (this.stoppingFlag) return;
+    if (!this.handlers) {
+      this.pendingHup = true;
+      return;
+    }
+    if (this.reloading) {
+      this.again = true;
+      return;
+    }
+    const handlers = this.handlers;
+    this.reloading = (async () => {
+      do {
+        this.again = false;
+        this.notifier.reloading('reloading the config and policies');
+        let status = 'serving';
+        try {
+          status = await handlers.reload();
+        } catch (e) {
+          this.log.error('reload failed; keeping the running config and policy', { error: (e as Error).message });
+        }
+        if (!this.stoppingFlag) this.notifier.ready(status);
+      } while (this.again && !this.stoppingFlag);
+    })().finally(() => {
+      this.reloading = null;
+    });
+  }
+
+  private onStop(signal: string): void {
+    if (!this.handlers) {
+      this.pendingStop ??= signal;
+      this.log.info('stop requested during start-up: stopping once started', { signal });
+      return;
+    }
+    if (this.stoppingFlag) {
+      this.log.warn('already stopping', { signal });
+      return;
+    }
+    this.stoppingFlag = true;
+    this.notifier.stopping(`stopping (${signal})`);
+    const handlers = this.handlers;
+    void (async () => {
+      if (this.reloading) await this.reloading;
+      let code = 1;
+      try {
+        code = await handlers.stop(signal);
+      } catch (e) {
+        this.log.error('shutdown failed', { error: (e as Error).message });
+      }
+      this.untrapSignals();
+      this.notifier.close();
+      this.resolveExit?.(code);
+    })();
   }
 }
