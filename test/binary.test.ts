@@ -20,6 +20,7 @@ import { tempDir } from './harness/tmp.js';
 import { assetDir, assetKeys, assetPath, cacheRoot, emscriptenModuleArg, isSea, loadNative, packageRoot, readAsset } from '../src/runtime/assets.js';
 import { PortcullisError } from '../src/policy/types.js';
 import { freePort } from './harness/ports.js';
+import * as unixDgram from 'unix-dgram';
 
 const root = process.cwd();
 const bin = path.join(root, 'dist', 'portcullis');
@@ -141,7 +142,13 @@ describe('single binary: serve --demo alone in an empty directory (env -i PATH=/
     const copy = path.join(tmp.path, 'portcullis');
     fs.copyFileSync(bin, copy);
     fs.chmodSync(copy, 0o755);
-    const env = { PATH: '/usr/bin:/bin', PORTCULLIS_CACHE_DIR: path.join(tmp.path, 'cache'), PORTCULLIS_LOG_FORMAT: 'json' };
+    // systemd's notify socket, played by a datagram receiver: proves unix-dgram's native addon
+    // travels inside the binary and loads from there.
+    const notifyPath = path.join(tmp.path, 'notify.sock');
+    const notes: string[] = [];
+    const rx = unixDgram.createSocket('unix_dgram', (m) => notes.push(m.toString('utf8')));
+    rx.bind(notifyPath);
+    const env = { PATH: '/usr/bin:/bin', PORTCULLIS_CACHE_DIR: path.join(tmp.path, 'cache'), PORTCULLIS_LOG_FORMAT: 'json', NOTIFY_SOCKET: notifyPath };
     const [pgPort, httpPort, sshPort] = [await freePort(), await freePort(), await freePort()];
     const t0 = Date.now();
     const child = spawn(copy, ['serve', '--demo', '--data-dir', 'demo', '--listen', `postgres=127.0.0.1:${pgPort}`, '--listen', `http=127.0.0.1:${httpPort}`, '--listen', `ssh=127.0.0.1:${sshPort}`], { cwd: tmp.path, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -164,6 +171,8 @@ describe('single binary: serve --demo alone in an empty directory (env -i PATH=/
           .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
       ) as Record<string, string>;
       const token = demoEnv.PORTCULLIS_DEMO_TOKEN!;
+      for (let i = 0; i < 50 && !notes.some((n) => n.startsWith('READY=1')); i++) await sleep(100);
+      assert.ok(notes.some((n) => n.startsWith('READY=1')), `sd_notify READY=1 from the binary: ${JSON.stringify(notes)}`);
       const ready = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
       assert.equal(ready.status, 200);
       const version = ((await ready.json()) as { policy: string }).policy;
@@ -191,11 +200,13 @@ describe('single binary: serve --demo alone in an empty directory (env -i PATH=/
       child.kill('SIGTERM');
       assert.equal(await exited, 0, err);
       const stopMs = Date.now() - t1;
+      assert.ok(notes.some((n) => n.startsWith('RELOADING=1')) && notes.some((n) => n.startsWith('STOPPING=1')), JSON.stringify(notes));
       const verify = spawnSync(copy, ['audit', 'verify', '--data-dir', 'demo'], { cwd: tmp.path, env, encoding: 'utf8' });
       assert.equal(verify.status, 0, verify.stdout + verify.stderr);
       t.diagnostic(`serve --demo ready in ${readyMs} ms (initdb + seed included); SIGTERM → exit in ${stopMs} ms`);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
+      rx.close();
       await tmp.remove();
     }
   });
