@@ -99,6 +99,22 @@ describe('graceful shutdown (SIGTERM)', () => {
 
       const warm = await psql(pgPort, token, ['-c', 'SELECT count(*) FROM customers']);
       assert.equal(warm.stdout.trim(), '1000', warm.stderr);
+      // Metrics from real traffic: masked result values, bytes both ways, sessions.
+      const masked = await psql(pgPort, token, ['-c', 'SELECT email, card_number FROM customers ORDER BY id LIMIT 5']);
+      assert.equal(masked.stdout.trim().split('\n').length, 5, masked.stderr);
+      let metrics = '';
+      const value = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? NaN);
+      // psql has exited; its session closes (audited) a moment later.
+      for (let i = 0; i < 50; i++) {
+        metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+        if (value(/^portcullis_sessions_open\{protocol="postgres"\} (\d+)$/m) === 0) break;
+        await sleep(100);
+      }
+      assert.ok(value(/^portcullis_masked_values_total\{kind="column"\} (\d+)$/m) >= 10, 'email + card of 5 rows masked by column rules');
+      assert.ok(value(/^portcullis_proxied_bytes_total\{protocol="postgres",direction="out"\} (\d+)$/m) > 0);
+      assert.ok(value(/^portcullis_proxied_bytes_total\{protocol="postgres",direction="in"\} (\d+)$/m) > 0);
+      assert.equal(value(/^portcullis_sessions_total\{protocol="postgres"\} (\d+)$/m), 2);
+      assert.equal(value(/^portcullis_sessions_open\{protocol="postgres"\} (\d+)$/m), 0);
 
       // A: finishes within the grace; its next statement finds the session closed (57P01).
       const a = psql(pgPort, token, ['-c', "SELECT pg_sleep(1.5), 'finished-a'", '-c', "SELECT 'second-a'"]);
