@@ -145,6 +145,18 @@ function seaPlugin(state, cfg) {
         return { contents: src.replace(needle, '__portcullisPtyNative(name)') + shim, loader: 'js', resolveDir: path.dirname(a.path) };
       });
 
+      // unix-dgram (sd_notify): `require('bindings')('unix_dgram.node')` searches the file system
+      // at run time; make it a static require of build/Release/unix_dgram.node, which the
+      // native-addon rule above embeds and loads from the binary.
+      b.onLoad({ filter: /[\\/]unix-dgram[\\/]lib[\\/]unix_dgram\.js$/ }, async (a) => {
+        const src = await fs.promises.readFile(a.path, 'utf8');
+        const needle = "require('bindings')('unix_dgram.node')";
+        if (!src.includes(needle)) return { errors: [{ text: `unix-dgram: ${toKey(a.path)} no longer contains ${needle}; adapt scripts/sea/build.mjs to this unix-dgram version` }] };
+        const addon = path.join(path.dirname(a.path), '..', 'build', 'Release', 'unix_dgram.node');
+        if (!fs.existsSync(addon)) return { errors: [{ text: `unix-dgram's native module ${toKey(addon)} is not built: run "npm rebuild unix-dgram" (needs a C++ toolchain)` }] };
+        return { contents: src.replace(needle, "require('../build/Release/unix_dgram.node')"), loader: 'js', resolveDir: path.dirname(a.path) };
+      });
+
       // Packages that read data files relative to __dirname (blessed: ../usr/xterm, fonts):
       // embed their data directories and give their modules a __dirname inside the extracted copy.
       if (dataPkgs.length) {
@@ -203,6 +215,9 @@ async function bundle(workDir, cfg) {
       outfile,
       bundle: true,
       platform: 'node',
+      // node_modules may be a symbolic link (git worktrees sharing one install): keep paths under
+      // the repository, where asset keys are computed, instead of resolving them outside it.
+      preserveSymlinks: true,
       format: 'cjs',
       target: 'node20',
       define,

@@ -27,9 +27,9 @@ const COMMANDS: Command[] = [
   {
     name: 'serve',
     summary: 'run the bastion',
-    usage: 'serve [--config FILE] [--data-dir DIR] [--policies DIR] | serve --demo [--data-dir DIR]',
-    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, policies: { type: 'string' }, demo: { type: 'boolean' }, 'kube-upstream': { type: 'string' } },
-    run: async (v) => (await import('./serve.js')).serve({ config: s(v, 'config'), dataDir: s(v, 'data-dir'), policies: s(v, 'policies'), demo: v.demo === true, kubeUpstream: s(v, 'kube-upstream') }),
+    usage: 'serve [--config FILE] [--data-dir DIR] [--policies DIR] | serve --demo [--data-dir DIR]   [--listen NAME=HOST:PORT]... (NAME: ssh, postgres, kubernetes, http)',
+    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, policies: { type: 'string' }, demo: { type: 'boolean' }, 'kube-upstream': { type: 'string' }, listen: { type: 'string', multiple: true } },
+    run: async (v) => (await import('./serve.js')).serve({ config: s(v, 'config'), dataDir: s(v, 'data-dir'), policies: s(v, 'policies'), demo: v.demo === true, kubeUpstream: s(v, 'kube-upstream'), listen: Array.isArray(v.listen) ? v.listen : [] }),
   },
   {
     name: 'config check',
@@ -149,7 +149,13 @@ const COMMANDS: Command[] = [
   { name: 'replay', summary: 'replay a recording in the terminal', usage: 'replay SESSION', options: {}, pending: 'issue #8 (recordings)' },
   { name: 'export', summary: 'export a recording as self-contained HTML (asciinema-player)', usage: 'export SESSION --html FILE', options: {}, pending: 'issue #8 (recordings)' },
   { name: 'token', summary: 'create, list and revoke API tokens (the secret is printed once)', usage: 'token create --subject S [--groups G,G] [--ttl 24h] | token list [--json] | token revoke ID  [--data-dir DIR]', options: {} },
-  { name: 'install', summary: 'install binary, config, user, directories and the systemd unit', usage: 'install [--prefix DIR] [--dry-run]', options: {}, pending: 'issue #10 (packaging)' },
+  {
+    name: 'install',
+    summary: 'install binary, config, user, directories and the systemd unit',
+    usage: 'install [--prefix DIR] [--dry-run] [--binary PATH]',
+    options: { prefix: { type: 'string' }, 'dry-run': { type: 'boolean' }, binary: { type: 'string' } },
+    run: async (v) => (await import('./install.js')).install({ prefix: s(v, 'prefix'), dryRun: v['dry-run'] === true, binary: s(v, 'binary') }),
+  },
 ];
 
 function mainHelp(): string {

@@ -1,6 +1,9 @@
 // `portcullis serve [--demo]`: the bastion process. Loads config and policies (fail closed on
-// any error), opens the store and the write-ahead audit log, starts the listeners, reloads the
-// policy on SIGHUP (a bad policy keeps the old one) and stops cleanly on SIGTERM.
+// any error), opens the store and the write-ahead audit log, starts the listeners, then hands
+// the process to src/runtime/lifecycle.ts: sd_notify READY/WATCHDOG, SIGHUP reloads config +
+// policies atomically (src/runtime/reload.ts; a bad one keeps the old), SIGTERM drains and stops
+// (stop accepting, let running statements finish within shutdown.grace, refuse held requests,
+// flush audit and recordings). Health, readiness and metrics: src/runtime/health.ts.
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -11,7 +14,8 @@ import { YamlSource } from '../config/source.js';
 import { startControlServer } from '../control/server.js';
 import { Core } from '../core/core.js';
 import { lockDataDir } from '../core/lock.js';
-import { createLogger } from '../core/log.js';
+import { createLogger, defaultLogFormat } from '../core/log.js';
+import { Metrics } from '../core/metrics.js';
 import { setSummaryMasker } from '../core/summary.js';
 import { targetCredentials, type PostgresCredentials } from '../identity/credentials.js';
 import { IdentityService, parseBoundKey } from '../identity/index.js';
@@ -21,8 +25,12 @@ import { initFacts } from '../policy/actions.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { startPostgresProxy } from '../proxy/postgres/index.js';
 import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
+import { healthHandler } from '../runtime/health.js';
+import { Lifecycle, runShutdown } from '../runtime/lifecycle.js';
+import { Reloader } from '../runtime/reload.js';
+import { openNotifier } from '../runtime/sdnotify.js';
 import { openStore } from '../store/index.js';
-import { EXIT } from './util.js';
+import { EXIT, UsageError, VERSION } from './util.js';
 
 /**
  * The demo's policies: examples/policies of the checkout; inside the single binary, a copy of the
@@ -57,7 +65,7 @@ interface DemoResources {
   env: Record<string, string>;
 }
 
-async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo: DemoResources }> {
+async function startDemo(dataDir: string, listenAt: ListenOverrides = {}): Promise<{ config: BastionConfig; demo: DemoResources }> {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const lines: string[] = [];
   const stops: (() => Promise<void>)[] = [];
@@ -93,9 +101,9 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
     '  allow_plaintext: true   # the demo listens on 127.0.0.1 only',
     `policies: ${JSON.stringify(policies)}`,
     'listen:',
-    '  ssh: 127.0.0.1:2222',
-    '  postgres: 127.0.0.1:6432',
-    '  http: 127.0.0.1:9187',
+    `  ssh: ${listenAt.ssh ?? '127.0.0.1:2222'}`,
+    `  postgres: ${listenAt.postgres ?? '127.0.0.1:6432'}`,
+    `  http: ${listenAt.http ?? '127.0.0.1:9187'}`,
     'audit:',
     '  sync: writes',
     'targets:',
@@ -121,6 +129,19 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
       },
     },
   };
+}
+
+type ListenOverrides = Partial<Record<'ssh' | 'postgres' | 'kubernetes' | 'http', string>>;
+
+/** `--listen NAME=HOST:PORT` (repeatable): overrides a listener of the config or the demo. */
+function parseListenFlags(flags: string[]): ListenOverrides {
+  const out: ListenOverrides = {};
+  for (const f of flags) {
+    const m = /^(ssh|postgres|kubernetes|http)=((?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5})$/.exec(f);
+    if (!m) throw new UsageError(`--listen ${f}: expected NAME=HOST:PORT with NAME one of ssh, postgres, kubernetes, http`);
+    out[m[1] as keyof ListenOverrides] = m[2];
+  }
+  return out;
 }
 
 /** The bastion's masking key (HMAC for `hash` masks): <data-dir>/keys/mask-hmac.key, made once. */
@@ -170,7 +191,8 @@ async function demoIdentities(identity: IdentityService, config: BastionConfig):
   return { PORTCULLIS_DEMO_TOKEN: agent.token, PORTCULLIS_DEMO_ONCALL_TOKEN: oncall.token, PORTCULLIS_DEMO_SSH_KEY: keyFile };
 }
 
-export async function serve(opts: { config?: string; dataDir?: string; policies?: string; demo: boolean; kubeUpstream?: string }): Promise<number> {
+export async function serve(opts: { config?: string; dataDir?: string; policies?: string; demo: boolean; kubeUpstream?: string; listen?: string[] }): Promise<number> {
+  const listenAt = parseListenFlags(opts.listen ?? []);
   let config: BastionConfig;
   let demo: DemoResources | null = null;
   let unlock: (() => void) | null = null;
@@ -179,7 +201,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     unlock = lockDataDir(dir);
     try {
-      const r = await startDemo(dir);
+      const r = await startDemo(dir, listenAt);
       config = r.config;
       demo = r.demo;
     } catch (e) {
@@ -188,9 +210,11 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     }
   } else {
     config = loadConfig(opts.config ?? defaultConfigPath(), { dataDir: opts.dataDir, policies: opts.policies, checkSecrets: true });
+    Object.assign(config.listen, listenAt);
   }
   let maskLogText: (s: string) => string = (x) => x;
-  const log = createLogger(config.logLevel, undefined, (x) => maskLogText(x));
+  const log = createLogger(config.logLevel, undefined, (x) => maskLogText(x), defaultLogFormat());
+  const metrics = new Metrics({ version: VERSION });
   await initFacts();
   mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
   try {
@@ -204,7 +228,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
   let core: Core;
   try {
     store = await openStore(config.dataDir);
-    core = await Core.open({ dataDir: config.dataDir, policiesDir: config.policies, audit: config.audit, approvalTimeoutMs: config.approvals.timeoutMs, webhook: config.approvals.webhook, store, log });
+    core = await Core.open({ dataDir: config.dataDir, policiesDir: config.policies, audit: config.audit, approvalTimeoutMs: config.approvals.timeoutMs, webhook: config.approvals.webhook, store, log, auditIo: metrics.auditIo() });
   } catch (e) {
     await store?.close().catch(() => undefined);
     release();
@@ -212,6 +236,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     throw e;
   }
   const openedStore = store;
+  metrics.attach(core);
   const hmacKey = maskingKey(config.dataDir);
   const installMasker = (p: CompiledPolicy) => {
     const m = textMasker(p, hmacKey);
@@ -230,78 +255,91 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
   for (const f of await identity.prefetch()) log.warn('OIDC issuer keys not loaded at start-up', { ...f });
   const demoEnv = demo ? await demoIdentities(identity, config) : null;
 
-  const started = Date.now();
-  const http = createServer((req, res) => {
-    const url = req.url ?? '/';
-    if (url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    } else if (url === '/readyz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end(`ready (policy ${core.policy.version})\n`);
-    } else if (url === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(
-        [
-          '# HELP portcullis_up 1 while the bastion runs',
-          '# TYPE portcullis_up gauge',
-          'portcullis_up 1',
-          '# HELP portcullis_sessions_open live sessions',
-          '# TYPE portcullis_sessions_open gauge',
-          `portcullis_sessions_open ${core.listSessions().length}`,
-          '# HELP portcullis_policy_rules rules in the loaded policy snapshot',
-          '# TYPE portcullis_policy_rules gauge',
-          `portcullis_policy_rules ${core.policy.rules.length}`,
-          '# HELP portcullis_uptime_seconds seconds since start',
-          '# TYPE portcullis_uptime_seconds gauge',
-          `portcullis_uptime_seconds ${Math.round((Date.now() - started) / 1000)}`,
-          '',
-        ].join('\n'),
-      );
-    } else res.writeHead(404).end();
-  });
+  const lifecycle = new Lifecycle(log, await openNotifier(log));
+  lifecycle.trapSignals();
+  const http = createServer(healthHandler({ core, metrics, lifecycle, log }));
   const listeners: string[] = [];
-  const control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log, identity });
-  listeners.push(`control socket ${config.control.socket}`);
-  if (config.listen.http) {
-    await listen(http, config.listen.http);
-    listeners.push(`health and /metrics on http://${config.listen.http}`);
-  }
-  const off: string[] = [];
-  let pgProxy: Awaited<ReturnType<typeof startPostgresProxy>> | null = null;
-  if (config.listen.postgres) {
-    const { host, port } = splitHostPort(config.listen.postgres);
-    const pgTargets = [...config.targets.values()].filter((t) => t.protocol === 'postgres');
-    pgProxy = await startPostgresProxy(core, {
-      host,
-      port,
+  // Shutdown (SIGTERM): each proxy registers how it stops accepting and drains its sessions
+  // (given the grace period); they all run together, after which the rest closes in order.
+  const drains: { name: string; close(graceMs: number): Promise<void> }[] = [];
+  let control: Awaited<ReturnType<typeof startControlServer>> | null = null;
+  const shutdown = async (graceMs: number): Promise<string[]> => {
+    const draining = drains.map((d) => d.close(graceMs).catch((e: unknown) => log.error('closing a listener failed', { listener: d.name, error: (e as Error).message })));
+    return runShutdown(
+      [
+        { name: 'refuse held requests', run: () => core.approvals.expireAll('the bastion is stopping') },
+        { name: 'finish running statements and close sessions', run: () => Promise.all(draining), timeoutMs: graceMs + 5_000 },
+        { name: 'control socket', run: () => control?.close() },
+        { name: 'core: sessions, recordings, audit flush', run: () => core.close() },
+        { name: 'store', run: () => openedStore.close() },
+        { name: 'demo', run: () => demo?.stop() },
+        { name: 'health listener', run: () => closeHttp(http) },
+      ],
       log,
-      dataDir: config.dataDir,
-      hmacKey,
-      tls: config.tls,
-      allowPlaintext: config.postgresAllowPlaintext,
-      authenticate: (user, password, ctx) => identity.verifyBearer(password, { remote: ctx.remote, protocol: 'postgres', userHint: user }),
-      session: {
-        idleTimeoutMs: config.session.idleTimeoutMs,
-        maxDurationMs: config.session.maxDurationMs,
-        ...(config.session.revalidateMs ? { revalidateMs: config.session.revalidateMs, revalidate: (id: Parameters<IdentityService['check']>[0]) => identity.check(id) } : {}),
-      },
-      targets: (name) => {
-        const t = config.targets.get(name);
-        if (t?.protocol !== 'postgres') return undefined;
-        const c = targetCredentials(config, name) as PostgresCredentials;
-        const mode = c.sslmode;
-        return {
-          host: c.host,
-          port: c.port,
-          database: c.database,
-          user: c.user,
-          password: c.password?.reveal(),
-          tls: !mode || mode === 'disable' ? false : { mode: mode as 'prefer' | 'require' | 'verify-ca' | 'verify-full', ca: config.secret(name, 'ca') },
-        };
-      },
-    });
-    listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
+    );
+  };
+  const off: string[] = [];
+  try {
+    lifecycle.listenerStarting('control');
+    control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log, identity });
+    lifecycle.listenerUp('control');
+    listeners.push(`control socket ${config.control.socket}`);
+    if (config.listen.http) {
+      lifecycle.listenerStarting('http');
+      await listen(http, config.listen.http);
+      lifecycle.listenerUp('http');
+      listeners.push(`health and /metrics on http://${config.listen.http}`);
+    }
+    let pgProxy: Awaited<ReturnType<typeof startPostgresProxy>> | null = null;
+    if (config.listen.postgres) {
+      const { host, port } = splitHostPort(config.listen.postgres);
+      const pgTargets = [...config.targets.values()].filter((t) => t.protocol === 'postgres');
+      lifecycle.listenerStarting('postgres');
+      pgProxy = await startPostgresProxy(core, {
+        host,
+        port,
+        log,
+        dataDir: config.dataDir,
+        hmacKey,
+        tls: config.tls,
+        allowPlaintext: config.postgresAllowPlaintext,
+        authenticate: (user, password, ctx) => identity.verifyBearer(password, { remote: ctx.remote, protocol: 'postgres', userHint: user }),
+        session: {
+          idleTimeoutMs: config.session.idleTimeoutMs,
+          maxDurationMs: config.session.maxDurationMs,
+          ...(config.session.revalidateMs ? { revalidateMs: config.session.revalidateMs, revalidate: (id: Parameters<IdentityService['check']>[0]) => identity.check(id) } : {}),
+        },
+        targets: (name) => {
+          const t = config.targets.get(name);
+          if (t?.protocol !== 'postgres') return undefined;
+          const c = targetCredentials(config, name) as PostgresCredentials;
+          const mode = c.sslmode;
+          return {
+            host: c.host,
+            port: c.port,
+            database: c.database,
+            user: c.user,
+            password: c.password?.reveal(),
+            tls: !mode || mode === 'disable' ? false : { mode: mode as 'prefer' | 'require' | 'verify-ca' | 'verify-full', ca: config.secret(name, 'ca') },
+          };
+        },
+      });
+      const pg = pgProxy;
+      drains.push({ name: 'postgres', close: (graceMs) => pg.close({ graceMs }) });
+      lifecycle.listenerUp('postgres');
+      listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
+    }
+    if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
+    off.push(opts.kubeUpstream || config.listen.kubernetes ? 'Kubernetes API: off — the Kubernetes proxy lands with issue #9' : 'Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
+  } catch (e) {
+    // A listener could not start: close what did, so the process exits with the error.
+    log.error('start-up failed; stopping', { error: (e as Error).message });
+    await shutdown(0);
+    lifecycle.untrapSignals();
+    lifecycle.notifier.close();
+    release();
+    throw e;
   }
-  if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
-  off.push(opts.kubeUpstream || config.listen.kubernetes ? 'Kubernetes API: off — the Kubernetes proxy lands with issue #9' : 'Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
 
   const out = (s: string) => process.stdout.write(s + '\n');
   out(`portcullis ${opts.demo ? 'demo ' : ''}serving from ${config.dataDir}`);
@@ -317,27 +355,37 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     out(`     portcullis audit verify --data-dir ${config.dataDir}`);
   }
   out('portcullis ready');
+  lifecycle.ready(`serving policy ${core.policy.version}; ${listeners.length} listeners`);
+  log.info('ready', { policy: core.policy.version, listeners: [...lifecycle.listeners().keys()].join(', '), startupMs: Math.round(performance.now()) });
 
-  return await new Promise<number>((resolveExit) => {
-    let stopping = false;
-    const stop = async (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      log.info('stopping', { signal: sig });
-      http.close();
-      await pgProxy?.close().catch(() => undefined);
-      await control.close().catch(() => undefined);
-      await core.close().catch((e: unknown) => log.error('closing the core failed', { error: String(e) }));
-      await openedStore.close().catch(() => undefined);
-      await demo?.stop();
+  const reloader = new Reloader({
+    core,
+    log,
+    config,
+    load: opts.demo ? undefined : () => loadConfig(config.file, { dataDir: opts.dataDir, policies: opts.policies, checkSecrets: true }),
+    apply: (next) => {
+      config.shutdown = next.shutdown;
+    },
+    onConfigError: () => metrics.reloadFailed(),
+  });
+  return lifecycle.run({
+    reload: async () => reloader.reload().status,
+    stop: async (signal) => {
+      log.info('stopping: refusing new connections, letting running statements finish', { signal, graceMs: config.shutdown.graceMs });
+      const failed = await shutdown(config.shutdown.graceMs);
       release();
-      resolveExit(EXIT.OK);
-    };
-    process.on('SIGTERM', () => void stop('SIGTERM'));
-    process.on('SIGINT', () => void stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      const r = core.reloadPolicies();
-      if (r.ok) out(`policy reloaded: version ${r.version}`);
-    });
+      if (failed.length) return EXIT.FAILED;
+      log.info('stopped', { audit: core.audit.lastSeq });
+      return EXIT.OK;
+    },
+  });
+}
+
+/** Stop the health listener, also ending idle keep-alive connections. */
+function closeHttp(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
   });
 }

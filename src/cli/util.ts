@@ -12,3 +12,6 @@ export class UsageError extends Error {
 export function dataDirFrom(flag: string | undefined): string {
   return flag ?? process.env.PORTCULLIS_DATA_DIR ?? '/var/lib/portcullis';
 }
+
+/** The version `--version` prints and the metrics report. */
+export const VERSION = '0.1.0';

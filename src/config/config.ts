@@ -87,6 +87,11 @@ export const configSchema = {
       additionalProperties: false,
       properties: { level: { type: 'string', enum: ['debug', 'info', 'warn', 'error'] } },
     },
+    shutdown: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { grace: duration },
+    },
     identity: identityConfigSchema,
     tls: {
       type: 'object',
@@ -140,6 +145,8 @@ export interface BastionConfig {
   session: { revalidateMs?: number; idleTimeoutMs?: number; maxDurationMs?: number };
   approvals: { timeoutMs: number; webhook?: { url: string; secret?: string } };
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** SIGTERM: how long running statements may finish before their sessions are closed (default 10 s). */
+  shutdown: { graceMs: number };
   /** Who may connect: OIDC issuers, API token settings, SSH keys and user CAs (src/identity). */
   identity: IdentityConfig;
   /** The bastion's own TLS certificate and key (PEM text, resolved from env:/file: references). */
@@ -173,6 +180,7 @@ type RawConfig = {
   session?: { revalidate?: string; idle_timeout?: string; max_duration?: string };
   approvals?: { timeout?: string; webhook?: { url: string; secret?: string } };
   log?: { level?: BastionConfig['logLevel'] };
+  shutdown?: { grace?: string };
   targets?: Record<string, Omit<TargetConfig, 'name'>>;
   identity?: unknown;
   tls?: { cert: string; key: string };
@@ -230,6 +238,7 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
     },
     approvals: { timeoutMs: c.approvals?.timeout ? parseDuration(c.approvals.timeout) : 5 * 60_000 },
     logLevel: c.log?.level ?? 'info',
+    shutdown: { graceMs: c.shutdown?.grace ? parseDuration(c.shutdown.grace) : 10_000 },
     identity,
     postgresAllowPlaintext: c.postgres?.allow_plaintext ?? false,
     targets,

@@ -145,6 +145,8 @@ const defaultIo: AuditIo = {
   },
 };
 
+export { defaultIo as defaultAuditIo };
+
 /** Logs open in this process, by resolved path: two writers on one chain would fork it. */
 const openLogs = new Set<string>();
 

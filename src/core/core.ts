@@ -195,7 +195,9 @@ export class Core {
    */
   async decide(session: string | null, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null }> {
     const policy = this.policySnapshot;
+    const t0 = performance.now();
     const ev = evaluate(policy, request);
+    const evalSeconds = (performance.now() - t0) / 1000;
     let decision = ev.decision;
     let shadow: { effect: string; rule: string; reason: string; code?: string } | undefined = ev.shadow;
     let engine: { effect: string; rule: string } | undefined;
@@ -226,11 +228,14 @@ export class Core {
         { durable: !readOnly },
       );
       if (session) this.events.emit('request.decided', { session, request: summary, decision, seq: written.seq });
+      this.events.emit('decision.made', { protocol: request.protocol, decision, evalSeconds });
       return { decision, seq: written.seq };
     } catch (e) {
       const msg = e instanceof PortcullisError ? e.message : String(e);
       this.opts.log.error('audit write failed: refusing the request', { error: msg });
-      return { decision: { effect: 'deny', rule: 'audit-unavailable', reason: `the audit log cannot be written (${msg}); refusing (fail closed)`, masks: [] }, seq: null };
+      const refused: Decision = { effect: 'deny', rule: 'audit-unavailable', reason: `the audit log cannot be written (${msg}); refusing (fail closed)`, masks: [] };
+      this.events.emit('decision.made', { protocol: request.protocol, decision: refused, evalSeconds });
+      return { decision: refused, seq: null };
     }
   }
 

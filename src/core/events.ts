@@ -22,6 +22,13 @@ export interface CoreEvents {
   /** One statement of a PostgreSQL session finished (masked; row count, duration): transcripts, console. */
   'session.statement': [StatementSummary];
   'policy.reloaded': [{ version: string; rules: number }];
+  /** Every decision Core.decide returns (with or without a session), for the metrics. `evalSeconds`: policy evaluation alone. */
+  'decision.made': [{ protocol: Protocol; decision: Decision; evalSeconds: number }];
+  /**
+   * Bytes a proxy moved for a session: `in` from the agent towards the target, `out` back to the
+   * agent. Emit per chunk or batched; only counters listen (the metrics).
+   */
+  'session.bytes': [{ protocol: Protocol; direction: 'in' | 'out'; bytes: number }];
   'policy.reload_failed': [{ error: string }];
 }
 

@@ -10,3 +10,4 @@ export { maskedTypeFor, categoryOf, TEXT_OID, type TypeMode } from './pgtypes.js
 export { RuleSet } from './text.js';
 export { runMaskTest, type MaskTestFinding } from './cli.js';
 export { DETECTOR_IDS, isDetectorId, type DetectorId, type DetectorRule, type Finding, type StrategySpec, type TypeCategory } from './types.js';
+export { maskCounts, type MaskCounts } from './stats.js';

@@ -16,6 +16,7 @@ import { Hasher, maskString, redactMarker } from './strategies.js';
 import { StreamMasker, type StreamMaskerOptions } from './stream.js';
 import { Collector, RuleSet } from './text.js';
 import type { DetectorId, DetectorRule, Finding } from './types.js';
+import { maskCounts } from './stats.js';
 
 export interface MaskerOptions {
   /** The masks of a decision or policy (column, detector and Kubernetes resource masks). */
@@ -86,7 +87,9 @@ export class Masker {
   /** Masks every detected value in a text. Fails closed: on an internal error the whole text is replaced. */
   maskText(text: string): string {
     try {
-      return this.textRules.maskUnsafe(text);
+      const findings = this.textRules.find(text);
+      maskCounts.text += findings.length;
+      return this.textRules.maskUnsafe(text, findings);
     } catch {
       return MARKER_ERROR;
     }

@@ -18,6 +18,7 @@ import { byteaBytes, byteaToText, categoryOf, cellText, maskCell, maskedTypeFor,
 import { Hasher, maskLast4Bytes, maskString, redactMarker, requireHasher } from './strategies.js';
 import { alignUtf8, outsideJsonStrings, RuleSet } from './text.js';
 import { isDetectorId, type DetectorRule, type StrategySpec, type TypeCategory } from './types.js';
+import { maskCounts } from './stats.js';
 
 export interface ColumnDescriptor {
   /** `schema.table` (or `table`) the column comes from; absent for expressions or when unknown. */
@@ -275,6 +276,7 @@ export function createRowMasker(columns: readonly ColumnDescriptor[], masks: rea
   function replaceInBytes(p: ScanPlan & Plan, bytes: Buffer, from: number, s: string, json: boolean): Buffer | null {
     const findings = p.rules.find(s);
     if (findings.length === 0) return null;
+    maskCounts.detector++;
     const outside = json ? outsideJsonStrings(s, findings) : null;
     const parts: Buffer[] = [];
     let pos = 0;
@@ -323,6 +325,7 @@ export function createRowMasker(columns: readonly ColumnDescriptor[], masks: rea
       const { digits, approx } = integerDigits(cat, text, p.binary);
       const hit = digits.length >= 13 && digits.length <= 19 && (isCardNumber(digits) || (approx && iinValid(digits)));
       if (hit) {
+        maskCounts.detector++;
         const rule = p.rules.rule('card');
         if (mode === 'text' && !nativeFits(cat, rule)) {
           const s = maskString(digits, rule, 'card', 'digits', hasher, DETECTORS.card);
@@ -338,6 +341,7 @@ export function createRowMasker(columns: readonly ColumnDescriptor[], masks: rea
       if (text === null) return uninspectable(p, `binary format of type ${p.desc.typeOid} is not decoded`);
       const findings = p.rules.find(text);
       if (findings.length === 0) return p.reencode ? Buffer.from(text, 'utf8') : cell;
+      maskCounts.detector++;
       if (mode === 'preserve') return null;
       if (cat === 'array_num') return Buffer.from(p.rules.maskUnsafe(text, findings), 'utf8');
       const r = maskCell(cat, p.binary, text, p.rules.rule(findings[0]!.detector), findings[0]!.detector, hasher, mode);
@@ -348,7 +352,10 @@ export function createRowMasker(columns: readonly ColumnDescriptor[], masks: rea
 
   function maskOne(p: Plan, cell: Buffer): Buffer | null {
     try {
-      if (p.kind === 'column') return maskColumn(p, cell);
+      if (p.kind === 'column') {
+        maskCounts.column++;
+        return maskColumn(p, cell);
+      }
       if (p.kind === 'scan') return scanCell(p, cell);
       return cell;
     } catch (err) {

@@ -43,6 +43,7 @@ import { DEFAULT_DETECTORS, type Detector } from './detectors.js';
 import { Hasher, redactMarker } from './strategies.js';
 import { Collector, resolveFindings, RuleSet } from './text.js';
 import type { DetectorId, DetectorRule, Finding } from './types.js';
+import { maskCounts } from './stats.js';
 
 export interface StreamMaskerOptions {
   rules: RuleSet;
@@ -498,6 +499,7 @@ export class StreamMasker {
       const a = Math.max(f.start, base);
       parts.push(raw(cursorRaw, toRaw(a)));
       const value = w.slice(f.start, f.end);
+      if (f.start >= base) maskCounts.stream++;
       pushRep(f.start < base ? this.continuationOf(f, value, base - f.start) : this.rules.replacement(value, f));
       pushEscapes(cleanIdx(a), cleanIdx(f.end));
       cursorRaw = cl.rawAfter(cleanIdx(f.end));

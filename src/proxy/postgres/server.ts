@@ -71,8 +71,12 @@ export interface PostgresProxy {
   readonly events: EventEmitter<PostgresProxyEvents>;
   /** Open agent connections. */
   connections(): number;
-  /** Stops listening and closes every connection. */
-  close(): Promise<void>;
+  /**
+   * Stops listening and closes every connection. With `graceMs`, a session running a statement
+   * may finish it (up to graceMs) and is then ended with FATAL 57P01, as PostgreSQL's own
+   * shutdown does; without it, sessions are ended at once.
+   */
+  close(opts?: { graceMs?: number }): Promise<void>;
 }
 
 function validate(opts: PostgresProxyOptions): void {
@@ -198,9 +202,10 @@ export async function startPostgresProxy(core: Core, opts: PostgresProxyOptions)
     port: addr.port,
     events,
     connections: () => sessions.size,
-    close(): Promise<void> {
+    close(o: { graceMs?: number } = {}): Promise<void> {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        if (o.graceMs && o.graceMs > 0) await Promise.all([...sessions].map((s) => s.drain(o.graceMs!)));
         await Promise.all([...sessions].map((s) => s.terminate('bastion stopping')));
         await stopped;
         await Promise.all([...catalogs.values()].map((c) => c.catalog.close()));

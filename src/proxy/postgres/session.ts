@@ -674,7 +674,9 @@ export class PgSession {
     this.upReader = upc.reader;
     this.upKey = upc.backendKey;
     this.status = upc.status;
+    const events = this.env.core.events;
     this.up.on('data', (d: Buffer) => {
+      events.emit('session.bytes', { protocol: 'postgres', direction: 'out', bytes: d.length });
       this.upReader!.push(d);
       void this.pumpUpstream();
     });
@@ -690,6 +692,7 @@ export class PgSession {
     // The client's socket switches to the message pump.
     this.detachStartup(this.client);
     this.client.on('data', (d: Buffer) => {
+      events.emit('session.bytes', { protocol: 'postgres', direction: 'in', bytes: d.length });
       this.clientReader.push(d);
       if (this.clientPumping && !this.clientPausedBuffer && this.clientReader.buffered > CLIENT_BUFFER_LIMIT) {
         // A decision or a hold is pending: stop reading until the pump catches up.
@@ -2032,6 +2035,26 @@ export class PgSession {
       // the client may be gone
     }
     await this.terminate(`fatal: ${e.code} ${e.message}`);
+  }
+
+  /**
+   * Shutdown: let the statements in flight finish (up to `graceMs`; a held one is refused when
+   * the core expires its approval), then end the session with FATAL 57P01 (admin_shutdown).
+   */
+  async drain(graceMs: number): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    // Busy: statements sent upstream and not answered, or one being decided or held (the pump).
+    for (let i = 0; i < 1_000_000 && !this.closed && this.ready && (!this.queueEmpty || this.clientPumping); i++) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      let timer: NodeJS.Timeout | undefined;
+      const tick = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(50, left))));
+      // A held or undecided statement leaves the queue empty: then only the tick wakes us.
+      await (this.queueEmpty ? tick : Promise.race([this.whenIdle(), tick]));
+      clearTimeout(timer);
+    }
+    if (this.closed) return;
+    await this.fatal({ code: '57P01', message: 'terminating connection: the bastion is shutting down' });
   }
 
   /** Closes both sides and the core session; safe to call more than once. */
