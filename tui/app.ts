@@ -8,7 +8,7 @@ import blessed from 'blessed';
 import type { Widgets } from 'blessed';
 import type { ApprovalView } from '../src/control/protocol.js';
 import { Connection } from './conn.js';
-import { escapeTags, wrap } from './text.js';
+import { escapeTags, shortRule, wrap } from './text.js';
 
 export interface Key {
   name?: string;
@@ -180,7 +180,7 @@ export class App {
       const a = data as ApprovalView;
       if (a.state === 'pending') this.pendingIds.add(a.id);
       this.bell();
-      this.flash(`new approval ${a.id}: ${a.identity?.subject ?? '?'} → ${a.target ?? '?'} (${a.rule}) — press 2 or :approvals`);
+      this.flash(`new approval ${a.id}: ${a.identity?.subject ?? '?'} → ${a.target ?? '?'} (${shortRule(a.rule)}) — press 2`);
     } else if (name === 'approval.decided') {
       this.pendingIds.delete((data as ApprovalView).id);
     }

@@ -41,6 +41,7 @@ export class AuditView implements View {
   private rows: AuditEvent[] = [];
   private query = '';
   private error = '';
+  private searching = false;
 
   constructor(private readonly app: App) {}
 
@@ -58,7 +59,7 @@ export class AuditView implements View {
         { title: 'WHAT', flex: 5, min: 8, get: (e) => requestText(e.request) || (e.decision?.rule ?? '') || String(e.data?.reason ?? e.data?.approval ?? '') },
       ],
       (e) => String(e.seq),
-      () => (this.error ? this.error : 'no matching audit events'),
+      () => (this.error ? this.error : this.searching ? 'searching…' : 'no matching audit events'),
     );
     this.table.setRows(this.rows);
   }
@@ -83,12 +84,17 @@ export class AuditView implements View {
       this.rows = [];
       this.error = (e as Error).message;
     }
+    this.searching = false;
     this.table?.setRows(this.rows);
     this.app.render();
   }
 
   setFilter(q: string): void {
     this.query = q;
+    this.rows = [];
+    this.error = '';
+    this.searching = true;
+    this.table?.setRows(this.rows);
     void this.load();
   }
 
@@ -140,7 +146,12 @@ export class EventView implements View {
 
   private lines(): string[] {
     const w = this.box ? (this.box.width as number) - 3 : 77;
-    return JSON.stringify(this.ev, null, 2).split('\n').flatMap((l) => wrap(l, w));
+    // The fields in reading order (the log stores them sorted, for hashing).
+    const order = ['seq', 'time', 'type', 'session', 'identity', 'target', 'protocol', 'request', 'decision', 'data', 'prev', 'hash'];
+    const e = this.ev as unknown as Record<string, unknown>;
+    const ordered: Record<string, unknown> = {};
+    for (const k of [...order, ...Object.keys(e)]) if (e[k] !== undefined && !(k in ordered)) ordered[k] = e[k];
+    return JSON.stringify(ordered, null, 2).split('\n').flatMap((l) => wrap(l, w));
   }
 
   key(_ch: string | undefined, key: Key): boolean {
