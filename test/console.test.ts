@@ -209,7 +209,7 @@ describe('portcullis console', () => {
 
   test('resize: the layout follows the terminal (100x30), and back to 80x24', async () => {
     c.resize(100, 30);
-    let t = await c.waitUntil('the wider layout', (text, l) => /approvals: 0 pending of 1/.test(text) && l[0]!.length > 90 && /q quit/.test(l[29]!));
+    await c.waitUntil('the wider layout', (text, l) => /approvals: 0 pending of 1/.test(text) && l[0]!.length > 90 && /q quit/.test(l[29]!));
     let lines = c.lines();
     assert.equal(lines.length, 30);
     assert.match(lines[0]!, /connected $/);
@@ -217,7 +217,7 @@ describe('portcullis console', () => {
     assert.match(lines[29]!, /q quit/);
     assert.ok(lines.some((l) => /^└─+┘$/.test(l) && l.length === 100), 'a border spans 100 columns');
     c.resize(80, 24);
-    t = await c.waitUntil('the 80x24 layout again', (text, l) => /approvals: 0 pending of 1/.test(text) && l.some((x) => /^└─+┘$/.test(x) && x.length === 80));
+    const t = await c.waitUntil('the 80x24 layout again', (text, l) => /approvals: 0 pending of 1/.test(text) && l.some((x) => /^└─+┘$/.test(x) && x.length === 80));
     lines = c.lines();
     assert.ok(lines.some((l) => /^└─+┘$/.test(l) && l.length === 80), `a border spans 80 columns:\n${t}`);
   });

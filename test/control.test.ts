@@ -164,14 +164,27 @@ describe('control socket', () => {
     }
   });
 
-  test('the server refuses to start where the challenge directory could be swapped (world-writable, not sticky)', async () => {
+  test('where the challenge directory could be swapped (world-writable, not sticky) a private one under the temp dir is used; neither safe: refused', async () => {
     const t = await tempDir('pc-unsafe-');
+    const savedTmp = process.env.TMPDIR;
     try {
       const d = join(t.path, 'open');
       mkdirSync(d);
       chmodSync(d, 0o777);
-      await assert.rejects(startControlServer(core, { socket: join(d, 'control.sock'), log }), { code: 'control_auth_unsafe' });
+      const s2 = join(d, 'control.sock');
+      const srv = await startControlServer(core, { socket: s2, log });
+      assert.ok(!srv.authDir.startsWith(d), srv.authDir);
+      assert.equal(statSync(srv.authDir).mode & 0o7777, 0o1733);
+      const c = await ControlClient.connect(s2);
+      assert.equal(c.operator?.role, 'operator');
+      c.close();
+      await srv.close();
+      assert.throws(() => statSync(srv.authDir), { code: 'ENOENT' }, 'removed at close');
+      process.env.TMPDIR = d;
+      await assert.rejects(startControlServer(core, { socket: s2, log }), { code: 'control_auth_unsafe' });
     } finally {
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
       await t.remove();
     }
   });

@@ -20,8 +20,10 @@
 //     permission on it — which a 0700 directory of someone else does not give;
 //   - the auth directory owned by the server's uid (else its owner could rename a victim's entry
 //     onto their own nonce), and every ancestor of it owned by root or the server and not writable
-//     by others unless sticky (else the whole directory could be swapped): checked at start-up,
-//     the server refuses to start otherwise (fail closed), as OpenSSH's StrictModes does;
+//     by others unless sticky (else the whole directory could be swapped), as OpenSSH's
+//     StrictModes checks: where the socket's directory fails that, a fresh directory under the
+//     temp dir is used (the challenge tells the client where); if that fails too the server
+//     refuses to start (fail closed);
 //   - the nonce is single-use and expires after 30 s.
 // A peer can still prove a *different* uid only with that uid's cooperation (a process of it
 // creating the entry for them): that is delegation, not forgery.
@@ -32,7 +34,8 @@
 // is not necessarily the process writing); the challenge is attested by the kernel, works for an
 // unprivileged service user and is testable.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, promises as fsp, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { PortcullisError } from '../policy/types.js';
 
@@ -95,17 +98,30 @@ export class PeerAuth {
   private constructor(
     readonly dir: string,
     private readonly uid: number,
+    /** True when the directory is a fallback under the temp dir (not next to the socket). */
+    readonly temporary: boolean,
   ) {}
 
   /**
    * Create (or re-create) `<socket>.auth` owned by this process with mode 1733, after checking
-   * its ancestors. Throws `control_auth_unsafe` when the location cannot be made safe.
+   * its ancestors. Where the socket's directory is not safe (an ancestor owned or writable by
+   * another user: `sudo portcullis serve --demo` in someone's home), a fresh directory under the
+   * system temp dir is used instead (clients are told where in the challenge). Throws
+   * `control_auth_unsafe` when neither is safe.
    */
-  static setup(socket: string): PeerAuth {
+  static setup(socket: string, log?: (msg: string) => void): PeerAuth {
     const uid = process.getuid?.() ?? 0;
     const dir = authDirFor(socket);
     const problem = ancestorProblem(dir, uid);
-    if (problem) throw new PortcullisError('control_auth_unsafe', `the control socket's directory is unsafe for peer authentication: ${problem}`);
+    if (!problem) return PeerAuth.prepare(dir, uid, false);
+    const tmp = tmpdir();
+    const tmpProblem = ancestorProblem(join(tmp, 'x'), uid);
+    if (tmpProblem) throw new PortcullisError('control_auth_unsafe', `the control socket's directory is unsafe for peer authentication (${problem}) and so is the temp dir (${tmpProblem})`);
+    log?.(`the control socket's directory is unsafe for the peer-credential challenge (${problem}); using a private directory under ${tmp}`);
+    return PeerAuth.prepare(mkdtempSync(join(tmp, `portcullis-auth-${uid}-`)), uid, true);
+  }
+
+  private static prepare(dir: string, uid: number, temporary: boolean): PeerAuth {
     let ok: boolean;
     try {
       const st = lstatSync(dir);
@@ -118,9 +134,15 @@ export class PeerAuth {
     chmodSync(dir, 0o1733);
     const st = lstatSync(dir);
     if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o7777) !== 0o1733) throw new PortcullisError('control_auth_unsafe', `cannot prepare ${dir} (owner ${st.uid}, mode ${(st.mode & 0o7777).toString(8)})`);
-    const auth = new PeerAuth(dir, uid);
+    const auth = new PeerAuth(dir, uid, temporary);
     auth.sweep(true);
     return auth;
+  }
+
+  /** Remove the challenge directory (server shutdown). */
+  close(): void {
+    this.pending.clear();
+    rmSync(this.dir, { recursive: true, force: true });
   }
 
   /** A fresh challenge for one connection. */

@@ -103,7 +103,7 @@ export async function startControlServer(core: Core, opts: ControlServerOptions)
   const users = opts.users ?? new UserDb();
   const activity = new SessionActivity(core);
   if (existsSync(opts.socket)) rmSync(opts.socket, { force: true });
-  const peers = PeerAuth.setup(opts.socket);
+  const peers = PeerAuth.setup(opts.socket, (m) => opts.log.warn(m));
 
   const auditOp = async (type: string, op: OperatorIdentity, data: Record<string, unknown> = {}, session?: string) => {
     await core.audit.append(
@@ -396,6 +396,7 @@ export async function startControlServer(core: Core, opts: ControlServerOptions)
     close: () =>
       new Promise<void>((res) => {
         activity.close();
+        peers.close();
         server.close(() => res());
         for (const s of conns) s.destroy();
         rmSync(opts.socket, { force: true });
