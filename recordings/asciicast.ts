@@ -136,18 +136,21 @@ export class CastWriter {
 
   private event(code: CastEventCode, data: string): void {
     if (this.closed || this.truncated) return;
-    const l = `[${this.offset()}, ${JSON.stringify(code)}, ${JSON.stringify(data)}]`;
-    if (this.bytes + Buffer.byteLength(l) + 1 > this.maxBytes && code !== 'm') {
+    const b = Buffer.from(`[${this.offset()}, ${JSON.stringify(code)}, ${JSON.stringify(data)}]\n`, 'utf8');
+    if (this.bytes + b.length > this.maxBytes && code !== 'm') {
       this.truncated = true;
       this.line(`[${this.offset()}, "m", ${JSON.stringify(`recording stopped: size cap of ${this.maxBytes} bytes reached`)}]`);
       return;
     }
-    this.line(l);
+    this.write(b);
     this.events++;
   }
 
   private line(l: string): void {
-    const b = Buffer.from(l + '\n', 'utf8');
+    this.write(Buffer.from(l + '\n', 'utf8'));
+  }
+
+  private write(b: Buffer): void {
     writeSync(this.fd, b);
     this.hash.update(b);
     this.bytes += b.length;
