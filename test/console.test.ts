@@ -186,6 +186,14 @@ describe('portcullis console', () => {
     assert.ok(id, `no hold notice: ${notices.join('; ')}`);
     // The bell rang and the header counts it on any screen.
     await c.waitFor('the pending count', /1 pending/, new RegExp(`new approval ${id}`));
+    // The PostgreSQL session's live view: its statements, and the held one inline.
+    await c.waitFor('two sessions', /sessions \(2\)/, /shop +postgres/);
+    c.keys('\x1b[H'); // Home: the newest session
+    c.keys(ENTER);
+    await c.waitFor('the PostgreSQL live view', /demo-agent → shop \(postgres\)/, /statements \(\d+\)/, /SET portcullis\.reason/, new RegExp(`HELD ${id}: DELETE FROM customers WHERE id = 1000`), /REVIEW +DELETE FROM customers/);
+    c.capture('live-pg');
+    c.keys(ESC);
+    await c.waitFor('back to the list', /sessions \(2\)/);
     c.keys('2');
     await c.waitFor('the approvals queue', new RegExp(id), /DELETE FROM customers WHERE id = 1000/, /agent's why customer 1000 asked to be forgotten \(GDPR\)/, /rule +.*postgres\.yaml:/, /identity +demo-agent \(groups agents\)/);
     c.capture('approvals');

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { ControlClient } from '../src/control/client.js';
@@ -135,6 +135,7 @@ describe('control socket', () => {
     assert.equal(op.role, 'operator');
     assert.equal(op.claimed, 'someone-else', 'the claimed name is kept only as a claim');
     assert.notEqual(op.user, 'someone-else');
+    assert.deepEqual(readdirSync(server.authDir), [], 'the answered challenge is removed');
     r.send('{"id":4,"op":"sessions.list"', '{"id":5,"op":"sessions.list"}');
     const more = await r.until(8);
     assert.equal((more[6] as { error: { code: string } }).error.code, 'bad_json');
@@ -156,6 +157,7 @@ describe('control socket', () => {
       assert.equal(res.ok, false, name);
       assert.equal(res.error.code, 'auth_failed', name);
       assert.match(res.error.message, re, name);
+      assert.deepEqual(readdirSync(server.authDir), [], `${name}: the answer is removed`);
       // The nonce is single use: answering again fails too.
       r.send(JSON.stringify({ id: 'b', op: 'auth', args: { nonce: 'f'.repeat(64) } }));
       const again = (await r.until(3))[2] as { ok: boolean; error: { code: string } };

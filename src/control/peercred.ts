@@ -34,7 +34,7 @@
 // is not necessarily the process writing); the challenge is attested by the kernel, works for an
 // unprivileged service user and is testable.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, realpathSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { PortcullisError } from '../policy/types.js';
@@ -189,11 +189,14 @@ export class PeerAuth {
 
   private remove(nonce: string): void {
     if (!NONCE_RE.test(nonce)) return;
+    const p = join(this.dir, nonce);
     try {
-      rmSync(join(this.dir, nonce), { recursive: false, force: true });
+      const st = lstatSync(p);
+      if (st.isDirectory()) rmSync(p, { recursive: true, force: true });
+      else unlinkSync(p);
     } catch {
-      // An entry we cannot remove (a non-empty directory of another user when not root) is
-      // swept later; it is useless to anyone (its nonce is consumed).
+      // Absent, or an entry we cannot remove (another user's non-empty directory when not root):
+      // swept at the next start; it is useless to anyone (its nonce is consumed).
     }
   }
 
