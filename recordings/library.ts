@@ -1,11 +1,15 @@
 // The recordings of a data dir: `<data-dir>/recordings/<session>.cast` (terminal sessions,
-// asciicast v2) and `<session>.pg.jsonl` (PostgreSQL transcripts). Listing, and finding a
+// asciicast v2), `<session>.pg.jsonl` (PostgreSQL transcripts) and `<session>.kube.jsonl`
+// (Kubernetes transcripts, same shape). Listing, and finding a
 // session's files from an id, a unique id prefix or a file path.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { PortcullisError } from '../src/policy/types.js';
 
-export type RecordingKind = 'cast' | 'pg';
+export type RecordingKind = 'cast' | 'pg' | 'kube';
+
+/** The transcript kinds (JSON lines, recordings/transcript.ts). */
+export const TRANSCRIPT_KINDS = ['pg', 'kube'] as const;
 
 export interface RecordingFile {
   session: string;
@@ -15,7 +19,7 @@ export interface RecordingFile {
   mtime: number;
 }
 
-const SUFFIX: Record<RecordingKind, string> = { cast: '.cast', pg: '.pg.jsonl' };
+const SUFFIX: Record<RecordingKind, string> = { cast: '.cast', pg: '.pg.jsonl', kube: '.kube.jsonl' };
 const SESSION_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
 export function recordingsDir(dataDir: string): string {
@@ -23,7 +27,7 @@ export function recordingsDir(dataDir: string): string {
 }
 
 function kindOf(name: string): { session: string; kind: RecordingKind } | null {
-  for (const kind of ['pg', 'cast'] as const) {
+  for (const kind of ['pg', 'kube', 'cast'] as const) {
     if (name.endsWith(SUFFIX[kind])) {
       const session = name.slice(0, -SUFFIX[kind].length);
       return SESSION_RE.test(session) ? { session, kind } : null;
@@ -60,6 +64,12 @@ export interface SessionRecordings {
   session: string;
   cast?: string;
   pg?: string;
+  kube?: string;
+}
+
+/** A session's transcript file (PostgreSQL or Kubernetes), if any. */
+export function transcriptOf(r: SessionRecordings): string | undefined {
+  return r.pg ?? r.kube;
 }
 
 /**
@@ -72,7 +82,7 @@ export function findSession(dataDir: string, arg: string): SessionRecordings {
     const p = resolve(arg);
     if (!existsSync(p)) throw new PortcullisError('recording_not_found', `no such file ${p}`);
     const k = kindOf(basename(p));
-    const kind: RecordingKind = k?.kind ?? (p.endsWith('.jsonl') ? 'pg' : 'cast');
+    const kind: RecordingKind = k?.kind ?? (p.endsWith('.kube.jsonl') ? 'kube' : p.endsWith('.jsonl') ? 'pg' : 'cast');
     return { session: k?.session ?? basename(p), [kind]: p };
   }
   if (!SESSION_RE.test(arg)) throw new PortcullisError('recording_not_found', `"${arg}" is not a session id`);

@@ -3,7 +3,7 @@
 // asciinema-player inlined; transcripts as HTML). Both read `<data-dir>/recordings/` directly.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { exportHtml } from '../../recordings/export-html.js';
-import { findSession, type SessionRecordings } from '../../recordings/library.js';
+import { findSession, transcriptOf, type SessionRecordings } from '../../recordings/library.js';
 import { Player } from '../../recordings/player.js';
 import { loadCast, parseCast } from '../../recordings/reader.js';
 import { readTranscriptFile, renderTranscriptText, type TranscriptEntry } from '../../recordings/transcript.js';
@@ -34,7 +34,8 @@ export async function replayCommand(session: string | undefined, o: ReplayOption
   const idle = num(o.idleTimeLimit, 'idle-time-limit', 0.01, 86_400);
   const found = findSession(dataDirFrom(o.dataDir), session);
   if (found.cast) await playCast(found.cast, speed, idle);
-  if (found.pg) process.stdout.write(renderTranscriptText(readTranscriptFile(found.pg), { color: process.stdout.isTTY === true }));
+  const tr = transcriptOf(found);
+  if (tr) process.stdout.write(renderTranscriptText(readTranscriptFile(tr), { color: process.stdout.isTTY === true }));
   return EXIT.OK;
 }
 
@@ -129,7 +130,8 @@ export async function exportCommand(session: string | undefined, o: ExportOption
     cast = readFileSync(found.cast, 'utf8');
     parseCast(cast, found.cast); // refuse a damaged recording, naming file:line
   }
-  const transcript: TranscriptEntry[] | undefined = found.pg ? readTranscriptFile(found.pg) : undefined;
+  const tr = transcriptOf(found);
+  const transcript: TranscriptEntry[] | undefined = tr ? readTranscriptFile(tr) : undefined;
   const html = exportHtml({
     title: `Portcullis session ${found.session}`,
     meta: await sessionFacts(dataDir, found.session),
@@ -140,7 +142,7 @@ export async function exportCommand(session: string | undefined, o: ExportOption
   if (o.html === '-') process.stdout.write(html);
   else {
     writeFileSync(o.html, html, { mode: 0o640 });
-    process.stderr.write(`wrote ${o.html} (${Math.round(html.length / 1024)} KiB, self-contained: ${[found.cast ? 'terminal recording with asciinema-player' : '', found.pg ? 'PostgreSQL transcript' : ''].filter(Boolean).join(' + ')})\n`);
+    process.stderr.write(`wrote ${o.html} (${Math.round(html.length / 1024)} KiB, self-contained: ${[found.cast ? 'terminal recording with asciinema-player' : '', found.pg ? 'PostgreSQL transcript' : found.kube ? 'Kubernetes transcript' : ''].filter(Boolean).join(' + ')})\n`);
   }
   return EXIT.OK;
 }

@@ -82,7 +82,7 @@ export interface WatchReplay {
 
 export interface RecordingInfo {
   session: string;
-  kind: 'cast' | 'pg';
+  kind: 'cast' | 'pg' | 'kube';
   file: string;
   bytes: number;
   mtime: number;

@@ -43,10 +43,10 @@ export function recordingOps<C>(core: Core, activity: SessionActivity, audit: Au
         const session = args.session;
         if (typeof session !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/.test(session)) throw new PortcullisError('bad_request', '"session" must be a session id');
         const kind = args.kind === undefined ? undefined : (args.kind as RecordingKind);
-        if (kind !== undefined && kind !== 'cast' && kind !== 'pg') throw new PortcullisError('bad_request', '"kind" must be cast or pg');
+        if (kind !== undefined && kind !== 'cast' && kind !== 'pg' && kind !== 'kube') throw new PortcullisError('bad_request', '"kind" must be cast, pg or kube');
         const found = findSession(core.dataDir, session);
         if (found.session !== session) throw new PortcullisError('recording_not_found', `no recording of session ${session}`);
-        const k: RecordingKind | undefined = kind ?? (found.cast ? 'cast' : found.pg ? 'pg' : undefined);
+        const k: RecordingKind | undefined = kind ?? (found.cast ? 'cast' : found.pg ? 'pg' : found.kube ? 'kube' : undefined);
         const file = k ? found[k] : undefined;
         if (!k || !file) throw new PortcullisError('recording_not_found', `session ${session} has no ${kind ?? ''} recording`.replace('  ', ' '));
         const text = readFileSync(file);

@@ -91,8 +91,8 @@ export function replayOf(dataDir: string, session: string): Pick<WatchReplay, 'c
     }
     out.cast = { header: header as unknown as { width: number; height: number }, events, ...(skipped ? { truncatedBefore: skipped } : {}) };
   }
-  const pg = join(dataDir, 'recordings', `${session}.pg.jsonl`);
-  if (existsSync(pg)) {
+  const pg = [`${session}.pg.jsonl`, `${session}.kube.jsonl`].map((n) => join(dataDir, 'recordings', n)).find((f) => existsSync(f));
+  if (pg) {
     const { head, body } = readTail(pg, REPLAY_MAX_BYTES);
     const entries = parseTranscript(`${head}\n${body}`, pg);
     out.transcript = entries.length > REPLAY_MAX_TRANSCRIPT + 1 ? [entries[0]!, ...entries.slice(-REPLAY_MAX_TRANSCRIPT)] : entries;
