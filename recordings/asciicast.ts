@@ -33,7 +33,7 @@ export interface CastWriterOptions {
   maxBytes?: number;
   /** fsync after this many bytes written since the last fsync (default 1 MiB; 0 = only at close). */
   syncEvery?: number;
-  /** Clock (ms), for tests. */
+  /** Clock (ms), for tests. Default: monotonic (a wall-clock step never makes time go back). */
   now?: () => number;
 }
 
@@ -56,6 +56,7 @@ export class CastWriter {
   private unsynced = 0;
   private events = 0;
   private truncated = false;
+  private lastOffset = 0;
   private closed: CastSummary | null = null;
 
   private constructor(
@@ -63,13 +64,16 @@ export class CastWriter {
     header: CastHeader,
     opts: CastWriterOptions,
   ) {
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? (() => performance.now());
     this.started = this.now();
+    if (!Number.isInteger(header.width) || header.width < 1 || !Number.isInteger(header.height) || header.height < 1) {
+      throw new RangeError(`asciicast: width and height must be positive integers (got ${header.width}x${header.height})`);
+    }
     this.maxBytes = opts.maxBytes ?? 1024 ** 3;
     this.syncEvery = opts.syncEvery ?? 1024 * 1024;
     mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
     this.fd = openSync(path, 'wx', 0o640);
-    const h: Record<string, unknown> = { version: 2, width: header.width, height: header.height, timestamp: header.timestamp ?? Math.floor(this.started / 1000) };
+    const h: Record<string, unknown> = { version: 2, width: header.width, height: header.height, timestamp: header.timestamp ?? Math.floor(Date.now() / 1000) };
     if (header.idle_time_limit !== undefined) h.idle_time_limit = header.idle_time_limit;
     if (header.title !== undefined) h.title = header.title;
     if (header.env !== undefined) h.env = header.env;
@@ -92,6 +96,7 @@ export class CastWriter {
   }
 
   resize(cols: number, rows: number): void {
+    if (!Number.isInteger(cols) || cols < 1 || !Number.isInteger(rows) || rows < 1) return;
     this.event('r', `${cols}x${rows}`);
   }
 
@@ -102,7 +107,9 @@ export class CastWriter {
 
   /** Seconds since the start, as written in events (for linking approvals to an offset). */
   offset(): number {
-    return Math.round(this.now() - this.started) / 1000;
+    // Non-decreasing, as asciicast readers require.
+    this.lastOffset = Math.max(this.lastOffset, Math.round(this.now() - this.started) / 1000);
+    return this.lastOffset;
   }
 
   get summary(): { bytes: number; events: number } {
@@ -129,18 +136,21 @@ export class CastWriter {
 
   private event(code: CastEventCode, data: string): void {
     if (this.closed || this.truncated) return;
-    const l = `[${this.offset()}, ${JSON.stringify(code)}, ${JSON.stringify(data)}]`;
-    if (this.bytes + l.length + 1 > this.maxBytes && code !== 'm') {
+    const b = Buffer.from(`[${this.offset()}, ${JSON.stringify(code)}, ${JSON.stringify(data)}]\n`, 'utf8');
+    if (this.bytes + b.length > this.maxBytes && code !== 'm') {
       this.truncated = true;
       this.line(`[${this.offset()}, "m", ${JSON.stringify(`recording stopped: size cap of ${this.maxBytes} bytes reached`)}]`);
       return;
     }
-    this.line(l);
+    this.write(b);
     this.events++;
   }
 
   private line(l: string): void {
-    const b = Buffer.from(l + '\n', 'utf8');
+    this.write(Buffer.from(l + '\n', 'utf8'));
+  }
+
+  private write(b: Buffer): void {
     writeSync(this.fd, b);
     this.hash.update(b);
     this.bytes += b.length;

@@ -179,7 +179,7 @@ describe('audit: chain and checkpoints', () => {
 
   test('an empty data dir verifies; a new log writes HEAD.json at seq 0', async () => {
     const dir = tmpDir();
-    assert.deepEqual(await verifyAudit(dir), { ok: true, events: 0, checkpoints: 0, key: null, headSeq: null });
+    assert.deepEqual(await verifyAudit(dir), { ok: true, events: 0, checkpoints: 0, key: null, headSeq: null, recordings: 0 });
     const log = await AuditLog.open(dir, {});
     await log.close();
     const head = JSON.parse(fs.readFileSync(headFile(dir), 'utf8')) as { seq: number };

@@ -35,9 +35,9 @@ describe('portcullis CLI', () => {
     assert.equal(pc(['frobnicate']).code, 2);
     assert.equal(pc(['policy', 'eval', '--bogus']).code, 2);
     assert.equal(pc(['policy', 'eval']).code, 2, 'missing --policies');
-    const pending = pc(['console']);
-    assert.equal(pending.code, 2);
-    assert.match(pending.err, /not in this build yet; it lands with issue #8/);
+    const noTty = pc(['console']);
+    assert.equal(noTty.code, 2);
+    assert.match(noTty.err, /the console needs a terminal/);
   });
 
   test('policy eval: one line out per line in, same order; bad lines get an error object', () => {

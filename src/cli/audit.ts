@@ -18,7 +18,7 @@ export async function auditVerify(opts: { dataDir?: string; publicKey?: string }
   }
   const r = await verifyAudit(dir, publicKey !== undefined ? { publicKey } : {});
   if (r.ok) {
-    process.stdout.write(`audit chain intact: ${r.events} events, ${r.checkpoints} signed checkpoints, key ${r.key} (${dir})\n`);
+    process.stdout.write(`audit chain intact: ${r.events} events, ${r.checkpoints} signed checkpoints, ${r.recordings} recording${r.recordings === 1 ? '' : 's'} checked, key ${r.key} (${dir})\n`);
     return EXIT.OK;
   }
   if (r.line === 0) process.stdout.write(`audit chain BROKEN: ${r.problem} (HEAD.json or signing key)\n`);

@@ -5,7 +5,9 @@
 // seq is the next number (a deleted, inserted, duplicated or moved line), prev is the previous
 // line's hash, and a checkpoint signs exactly the line before it with the trusted key. Then
 // HEAD.json: signed by the trusted key, and the log reaches its seq with the same hash (a
-// truncated tail).
+// truncated tail). Last, the recordings that session.close events bind by SHA-256
+// (recordings/verify.ts): a modified or missing .cast file fails, naming the file and the line of
+// its session.close event.
 //
 // The trusted key is <dataDir>/keys/audit-ed25519.pub.pem unless `publicKey` is given. Whoever can
 // write the data dir can also replace that key, rewrite the whole chain and sign it anew; a copy
@@ -28,9 +30,10 @@ import {
   type AuditEvent,
   type CheckpointData,
 } from './audit-common.js';
+import { checkRecording, recordingRefOf, type RecordingRef } from '../../recordings/verify.js';
 
 export type AuditVerifyResult =
-  | { ok: true; events: number; checkpoints: number; key: string | null; headSeq: number | null }
+  | { ok: true; events: number; checkpoints: number; key: string | null; headSeq: number | null; recordings: number }
   | {
       ok: false;
       /** 1-based line of the log; 0 when the problem is HEAD.json or the key itself. */
@@ -42,6 +45,8 @@ export type AuditVerifyResult =
 export interface AuditVerifyOptions {
   /** The trusted checkpoint public key (PEM or KeyObject), e.g. a copy kept off the host. */
   publicKey?: string | Buffer | KeyObject;
+  /** Check the recordings bound by session.close events (default true). */
+  recordings?: boolean;
 }
 
 type TrustedKey = { key: KeyObject; fingerprint: string; source: string } | { key: null; problem: string };
@@ -86,6 +91,7 @@ export async function verifyAudit(dataDir: string, opts: AuditVerifyOptions = {}
   let lines = 0;
   let checkpoints = 0;
   let hashAtHead: string | null = null;
+  const recordings: RecordingRef[] = [];
 
   for await (const raw of readLines(p.log)) {
     const line = raw.line;
@@ -155,6 +161,8 @@ export async function verifyAudit(dataDir: string, opts: AuditVerifyOptions = {}
       }
       checkpoints++;
     }
+    const rec = opts.recordings === false ? null : recordingRefOf(ev, line);
+    if (rec) recordings.push(rec);
     if (head.state === 'ok' && ev.seq === head.head.seq) hashAtHead = ev.hash;
     prev = ev.hash;
     expectedSeq++;
@@ -164,7 +172,7 @@ export async function verifyAudit(dataDir: string, opts: AuditVerifyOptions = {}
   if (head.state === 'invalid') return { ok: false, line: 0, problem: `HEAD.json: ${head.problem}` };
   if (head.state === 'missing') {
     if (lines > 0) return { ok: false, line: 0, problem: `HEAD.json is missing (the log has ${lines} lines): a truncated tail cannot be ruled out` };
-    return { ok: true, events: 0, checkpoints: 0, key: trusted.key ? trusted.fingerprint : null, headSeq: null };
+    return { ok: true, events: 0, checkpoints: 0, key: trusted.key ? trusted.fingerprint : null, headSeq: null, recordings: 0 };
   }
   const h = head.head;
   if (trusted.key === null) return { ok: false, line: 0, problem: `cannot verify HEAD.json: ${trusted.problem}` };
@@ -185,5 +193,10 @@ export async function verifyAudit(dataDir: string, opts: AuditVerifyOptions = {}
   if (h.seq === 0 ? h.hash !== GENESIS_PREV : hashAtHead !== h.hash) {
     return { ok: false, line: h.seq, seq: h.seq, problem: `HEAD.json records hash ${short(h.hash)} for seq ${h.seq} but the log has ${short(hashAtHead ?? GENESIS_PREV)} there` };
   }
-  return { ok: true, events: lines, checkpoints, key: trusted.fingerprint, headSeq: h.seq };
+  // The chain is intact: now the recordings it binds (a tampered or missing .cast fails, named).
+  for (const r of recordings) {
+    const problem = await checkRecording(dataDir, r);
+    if (problem) return { ok: false, line: r.line, seq: r.seq, problem };
+  }
+  return { ok: true, events: lines, checkpoints, key: trusted.fingerprint, headSeq: h.seq, recordings: recordings.length };
 }

@@ -91,6 +91,10 @@ export class Core {
     return this.opts.store;
   }
 
+  get dataDir(): string {
+    return this.opts.dataDir;
+  }
+
   /** Reload the policy: the new snapshot replaces the old atomically; on error the old stays. */
   reloadPolicies(): { ok: true; version: string } | { ok: false; error: string } {
     try {
@@ -144,7 +148,10 @@ export class Core {
         events.emit('session.output', { session, data, stream });
       },
       input: (data) => w.input(data),
-      resize: (cols, rows) => w.resize(cols, rows),
+      resize(cols, rows) {
+        w.resize(cols, rows);
+        events.emit('session.resize', { session, cols, rows });
+      },
       marker: (label) => w.marker(label),
       offset: () => w.offset(),
     };

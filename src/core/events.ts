@@ -19,6 +19,8 @@ export interface CoreEvents {
   'request.decided': [{ session: string; request: RequestSummary; decision: Decision; seq: number }];
   /** A chunk of (masked) output of a session, for live view and recording. */
   'session.output': [{ session: string; data: Buffer; stream: 'stdout' | 'stderr' }];
+  /** The session's terminal was resized (live view). */
+  'session.resize': [{ session: string; cols: number; rows: number }];
   /** One statement of a PostgreSQL session finished (masked; row count, duration): transcripts, console. */
   'session.statement': [StatementSummary];
   'policy.reloaded': [{ version: string; rules: number }];
