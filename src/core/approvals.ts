@@ -12,6 +12,9 @@ import type { AuditLog } from './audit.js';
 
 export type ApprovalOutcome = { state: 'approved' | 'denied' | 'expired'; by?: string; reason?: string };
 
+/** A `follow()` that stopped waiting before the approval was decided: it is still pending. */
+export type FollowOutcome = ApprovalOutcome | { state: 'pending'; by?: undefined; reason?: undefined };
+
 export interface ApprovalRequest {
   session?: string;
   protocol: Protocol;
@@ -25,6 +28,12 @@ export interface ApprovalRequest {
   /** The agent's stated justification, if any. */
   justification?: string;
   timeoutMs?: number;
+  /**
+   * Requests held with a key (`Core.hold` with `reuse`): a retry of the same request attaches to
+   * this approval while it is pending, and an approval granted after every requester stopped
+   * waiting is kept for one retry (see `takeGrant`).
+   */
+  key?: string;
 }
 
 interface ApprovalEvents {
@@ -43,6 +52,12 @@ function newId(): string {
 
 export class Approvals extends EventEmitter<ApprovalEvents> {
   private readonly waiters = new Map<string, { resolve: (o: ApprovalOutcome) => void; timer: NodeJS.Timeout }>();
+  // Keyed holds (reuse): followers may come and go while the approval stays pending.
+  private readonly followers = new Map<string, Set<(o: ApprovalOutcome) => void>>();
+  private readonly expiry = new Map<string, NodeJS.Timeout>();
+  private readonly pendingByKey = new Map<string, { id: string; expiresAt: number }>();
+  private readonly keyOf = new Map<string, { key: string; windowMs: number }>();
+  private readonly grants = new Map<string, { id: string; until: number; by?: string }>();
 
   constructor(
     private readonly store: Store,
@@ -81,8 +96,55 @@ export class Approvals extends EventEmitter<ApprovalEvents> {
       { durable: true },
     );
     await this.store.approvals.insert(rec);
+    if (r.key !== undefined) {
+      this.pendingByKey.set(r.key, { id: rec.id, expiresAt: rec.expiresAt });
+      this.keyOf.set(rec.id, { key: r.key, windowMs: rec.expiresAt - now });
+    }
     this.emit('created', rec);
     return rec;
+  }
+
+  /** The pending approval of a keyed hold, if there is one. */
+  pendingFor(key: string): { id: string; expiresAt: number } | undefined {
+    return this.pendingByKey.get(key);
+  }
+
+  /**
+   * An approval granted for `key` after its requesters had stopped waiting: returned once (the
+   * retry it was kept for), within the approval window counted from the grant.
+   */
+  takeGrant(key: string): { id: string; by?: string } | undefined {
+    const g = this.grants.get(key);
+    if (!g) return undefined;
+    this.grants.delete(key);
+    return g.until > Date.now() ? { id: g.id, ...(g.by !== undefined ? { by: g.by } : {}) } : undefined;
+  }
+
+  /**
+   * Wait for a keyed approval without owning it: after `waitMs`, or when `signal` aborts, this
+   * waiter stops with `pending` and the approval stays pending until it is decided or expires.
+   */
+  follow(id: string, expiresAt: number, opts: { signal?: AbortSignal; waitMs?: number } = {}): Promise<FollowOutcome> {
+    if (!this.expiry.has(id)) {
+      this.expiry.set(id, setTimeout(() => void this.settle(id, 'expired', 'portcullis', 'approval timed out').catch(() => undefined), Math.max(0, expiresAt - Date.now())));
+    }
+    return new Promise<FollowOutcome>((resolve) => {
+      const set = this.followers.get(id) ?? new Set();
+      this.followers.set(id, set);
+      let timer: NodeJS.Timeout | undefined;
+      const done = (o: FollowOutcome) => {
+        set.delete(f);
+        if (timer) clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', gone);
+        resolve(o);
+      };
+      const f = (o: ApprovalOutcome) => done(o);
+      const gone = () => done({ state: 'pending' });
+      set.add(f);
+      if (opts.waitMs !== undefined) timer = setTimeout(gone, opts.waitMs);
+      if (opts.signal?.aborted) gone();
+      else opts.signal?.addEventListener('abort', gone, { once: true });
+    });
   }
 
   /** Wait for the approval's outcome; expires it at `expiresAt`. Cancel with the signal (client gone). */
@@ -128,12 +190,26 @@ export class Approvals extends EventEmitter<ApprovalEvents> {
       this.waiters.delete(id);
       w.resolve({ state, by, reason });
     }
+    const t = this.expiry.get(id);
+    if (t) clearTimeout(t);
+    this.expiry.delete(id);
+    const fs = this.followers.get(id);
+    this.followers.delete(id);
+    const k = this.keyOf.get(id);
+    this.keyOf.delete(id);
+    if (k) {
+      if (this.pendingByKey.get(k.key)?.id === id) this.pendingByKey.delete(k.key);
+      // Nobody is waiting any more: keep the grant for the requester's retry.
+      if (state === 'approved' && !w && !fs?.size) this.grants.set(k.key, { id, until: Date.now() + k.windowMs, by });
+    }
+    for (const f of fs ?? []) f({ state, by, reason });
     this.emit('decided', updated);
     return updated;
   }
 
   /** Refuse every held request (shutdown). */
   async expireAll(reason: string): Promise<void> {
-    for (const id of [...this.waiters.keys()]) await this.settle(id, 'expired', 'portcullis', reason).catch(() => undefined);
+    for (const id of new Set([...this.waiters.keys(), ...this.expiry.keys()])) await this.settle(id, 'expired', 'portcullis', reason).catch(() => undefined);
+    this.grants.clear();
   }
 }

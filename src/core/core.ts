@@ -7,7 +7,7 @@ import { evaluate } from '../policy/engine.js';
 import { PortcullisError, type Decision, type Identity, type PolicyRequest, type Protocol } from '../policy/types.js';
 import type { Store } from '../store/types.js';
 import { AuditLog, type AuditOpenOptions } from './audit.js';
-import { Approvals, type ApprovalOutcome } from './approvals.js';
+import { Approvals, type FollowOutcome } from './approvals.js';
 import { EventBus, type RequestSummary, type SessionInfo } from './events.js';
 import { summarizeRequest } from './summary.js';
 import type { Logger } from './log.js';
@@ -25,6 +25,27 @@ export interface SessionRecording {
   /** Seconds since the recording started (approvals and audit events link to it). */
   offset(): number;
   readonly path: string;
+}
+
+/** How `Core.hold` waits (the defaults keep the PostgreSQL/SSH behaviour). */
+export interface HoldOptions {
+  /** Stop waiting after this long with state `pending`; the approval stays pending. */
+  waitMs?: number;
+  /**
+   * Requests a client retries (Kubernetes): the same request (identity, target, and the request
+   * itself) attaches to its pending approval instead of opening another; a requester that goes
+   * away leaves the approval pending; an approval granted after every requester stopped waiting
+   * passes the next identical request once, within the approval window counted from the grant.
+   */
+  reuse?: boolean;
+}
+
+/** What a hold ends with; `pending` only with HoldOptions.waitMs / reuse. */
+export type HoldOutcome = FollowOutcome & { approvalId: string; expiresAt?: number; reused?: boolean };
+
+/** The key of a request for approval reuse: who, where, and the request itself (memory only). */
+function holdKey(r: PolicyRequest): string {
+  return JSON.stringify([r.protocol, r.target, r.identity.subject, r.sql ?? null, r.command ?? null, r.http ? [r.http.method.toUpperCase(), r.http.path, r.http.query ?? ''] : null, r.forward ?? null]);
 }
 
 export interface CoreOptions {
@@ -217,7 +238,41 @@ export class Core {
     decision: Decision,
     onHeld: (approvalId: string, expiresAt: number) => void,
     signal?: AbortSignal,
-  ): Promise<ApprovalOutcome & { approvalId: string }> {
+    opts: HoldOptions = {},
+  ): Promise<HoldOutcome> {
+    const key = opts.reuse ? holdKey(request) : undefined;
+    if (key !== undefined) {
+      const grant = this.approvals.takeGrant(key);
+      if (grant) {
+        await this.audit.append(
+          { type: 'approval.used', session: session ?? undefined, identity: request.identity, target: request.target, protocol: request.protocol, request: summarizeRequest(request), data: { approval: grant.id, by: grant.by ?? null } },
+          { durable: true },
+        );
+        return { state: 'approved', ...(grant.by !== undefined ? { by: grant.by } : {}), approvalId: grant.id, reused: true };
+      }
+      const pending = this.approvals.pendingFor(key);
+      if (pending) {
+        const p = this.approvals.follow(pending.id, pending.expiresAt, { signal, waitMs: opts.waitMs });
+        onHeld(pending.id, pending.expiresAt);
+        return { ...(await p), approvalId: pending.id, expiresAt: pending.expiresAt };
+      }
+    }
+    if (key !== undefined || opts.waitMs !== undefined) {
+      const rec = await this.approvals.create({
+        session: session ?? undefined,
+        protocol: request.protocol,
+        target: request.target,
+        identity: request.identity,
+        request: summarizeRequest(request) as unknown as Record<string, unknown>,
+        rule: decision.rule,
+        reason: decision.reason,
+        justification: request.reason,
+        ...(key !== undefined ? { key } : {}),
+      });
+      const p = this.approvals.follow(rec.id, rec.expiresAt, { signal, waitMs: opts.waitMs });
+      onHeld(rec.id, rec.expiresAt);
+      return { ...(await p), approvalId: rec.id, expiresAt: rec.expiresAt };
+    }
     const rec = await this.approvals.create({
       session: session ?? undefined,
       protocol: request.protocol,
