@@ -91,6 +91,13 @@ const COMMANDS: Command[] = [
     options: { policies: { type: 'string' }, 'all-detectors': { type: 'boolean' } },
     run: async (v) => (await import('./mask.js')).maskTest({ policies: s(v, 'policies'), allDetectors: v['all-detectors'] === true }),
   },
+  {
+    name: 'kubeconfig',
+    summary: 'print a kubeconfig that points kubectl at the bastion (token or exec credential plugin)',
+    usage: 'kubeconfig --identity X --target Y (--token T | --exec [--token-file F | --token-env VAR]) [--config FILE | --data-dir DIR] [--server URL] [--namespace NS] [-o FILE] | kubeconfig --credential [--token-file F | --token-env VAR]',
+    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, identity: { type: 'string' }, target: { type: 'string' }, token: { type: 'string' }, exec: { type: 'boolean' }, 'token-file': { type: 'string' }, 'token-env': { type: 'string' }, credential: { type: 'boolean' }, server: { type: 'string' }, namespace: { type: 'string' }, output: { type: 'string', short: 'o' } },
+    run: async (v) => (await import('./kubeconfig.js')).kubeconfigCommand({ config: s(v, 'config'), dataDir: s(v, 'data-dir'), identity: s(v, 'identity'), target: s(v, 'target'), token: s(v, 'token'), exec: v.exec === true, tokenFile: s(v, 'token-file'), tokenEnv: s(v, 'token-env'), credential: v.credential === true, server: s(v, 'server'), namespace: s(v, 'namespace'), output: s(v, 'output') }),
+  },
   { name: 'console', summary: 'the operator console (blessed TUI) over the control socket', usage: 'console [--data-dir DIR]', options: {}, pending: 'issue #8 (operator console)' },
   {
     name: 'sessions',

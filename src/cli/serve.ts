@@ -20,6 +20,7 @@ import { Masker } from '../masking/index.js';
 import { initFacts } from '../policy/actions.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { startPostgresProxy } from '../proxy/postgres/index.js';
+import { demoKubeTarget, startKubeFromConfig, writeDemoKubeconfig } from '../proxy/kube/wiring.js';
 import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
 import { openStore } from '../store/index.js';
 import { EXIT } from './util.js';
@@ -57,7 +58,7 @@ interface DemoResources {
   env: Record<string, string>;
 }
 
-async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo: DemoResources }> {
+async function startDemo(dataDir: string, kubeUpstream?: string): Promise<{ config: BastionConfig; demo: DemoResources }> {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const lines: string[] = [];
   const stops: (() => Promise<void>)[] = [];
@@ -86,6 +87,8 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
   }
   const tls = demoTlsCert(dataDir);
   if (tls) lines.push(`TLS: self-signed certificate for 127.0.0.1 in ${tls.cert}`);
+  const kube = kubeUpstream ? demoKubeTarget(kubeUpstream, dataDir) : null;
+  if (kube) lines.push(kube.line);
   const yaml = [
     `data_dir: ${JSON.stringify(dataDir)}`,
     ...(tls ? ['tls:', `  cert: ${JSON.stringify('file:' + tls.cert)}`, `  key: ${JSON.stringify('file:' + tls.key)}`] : []),
@@ -96,6 +99,7 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
     '  ssh: 127.0.0.1:2222',
     '  postgres: 127.0.0.1:6432',
     '  http: 127.0.0.1:9187',
+    ...(kube?.listen ?? []),
     'audit:',
     '  sync: writes',
     'targets:',
@@ -104,6 +108,7 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
     '    protocol: ssh',
     '    kind: local',
     `    cwd: ${JSON.stringify(join(dataDir, 'sandbox'))}`,
+    ...(kube?.target ?? []),
   ]
     .filter((l) => l !== '')
     .join('\n');
@@ -179,7 +184,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     unlock = lockDataDir(dir);
     try {
-      const r = await startDemo(dir);
+      const r = await startDemo(dir, opts.kubeUpstream);
       config = r.config;
       demo = r.demo;
     } catch (e) {
@@ -301,7 +306,12 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
   }
   if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
-  off.push(opts.kubeUpstream || config.listen.kubernetes ? 'Kubernetes API: off — the Kubernetes proxy lands with issue #9' : 'Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
+  let kubeProxy: Awaited<ReturnType<typeof startKubeFromConfig>>['proxy'] | null = null;
+  if (config.listen.kubernetes) {
+    const k = await startKubeFromConfig(core, config, identity, hmacKey, log);
+    kubeProxy = k.proxy;
+    listeners.push(k.line);
+  } else off.push('Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
 
   const out = (s: string) => process.stdout.write(s + '\n');
   out(`portcullis ${opts.demo ? 'demo ' : ''}serving from ${config.dataDir}`);
@@ -315,6 +325,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     out(`identities: demo-agent (group agents) and demo-oncall (group oncall); API tokens and the SSH key are in ${join(config.dataDir, 'demo.env')}`);
     out(`try: echo '{"protocol":"postgres","identity":{"subject":"demo-agent","groups":["agents"]},"target":"shop","sql":"DELETE FROM customers"}' | portcullis policy eval --policies ${config.policies}`);
     out(`     portcullis audit verify --data-dir ${config.dataDir}`);
+    if (kubeProxy) out(`     kubectl --kubeconfig ${writeDemoKubeconfig(config, demoEnv.PORTCULLIS_DEMO_TOKEN!)} get pods`);
   }
   out('portcullis ready');
 
@@ -326,6 +337,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       log.info('stopping', { signal: sig });
       http.close();
       await pgProxy?.close().catch(() => undefined);
+      await kubeProxy?.close().catch(() => undefined);
       await control.close().catch(() => undefined);
       await core.close().catch((e: unknown) => log.error('closing the core failed', { error: String(e) }));
       await openedStore.close().catch(() => undefined);

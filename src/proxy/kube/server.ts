@@ -401,6 +401,7 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
       if (protocols.length === 0) return refuse(kubeStatus(400, `portcullis: no supported WebSocket subprotocol offered (${CHANNEL_PROTOCOLS.join(', ')})`, { facts: a.facts }));
       const up = upstreamFor(a.target);
       const masker = maskerFor(a.decision);
+      if (sub === 'portforward') return await relayUpgrade(a, req, socket, head, up, masker, finish, refuse, rkey, t0);
       let opened;
       try {
         opened = await up.websocket(a.path, up.headersFor(req.headers, a.identity), protocols);
@@ -410,13 +411,7 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
       }
       if ('refused' in opened) {
         const r = opened.refused;
-        const body = await readAll(r.body, 64 * 1024);
-        const ct = String(r.headers['content-type'] ?? 'text/plain');
-        const safe = /json/i.test(ct) ? safeJson(masker, body) : Buffer.from(masker.maskText(body.toString('utf8')));
-        rememberRefusal(rkey, { status: r.status, contentType: ct, body: safe });
-        socket.write(`HTTP/1.1 ${r.status} ${r.status === 404 ? 'Not Found' : 'Error'}\r\nContent-Type: ${ct}\r\nContent-Length: ${safe.length}\r\nConnection: close\r\n\r\n`);
-        socket.end(safe);
-        return finish(r.status, { upstream_refused: true });
+        return await relayRefusal(r, socket, masker, rkey, finish);
       }
       const upstreamWs = opened.ws;
       upstreamWs.pause();
@@ -437,6 +432,71 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
     } finally {
       done();
     }
+  }
+
+  /** Answers an upgrade with the API server's refusal (a Status, masked) and remembers it for the SPDY fallback. */
+  async function relayRefusal(r: UpstreamResponse, socket: Duplex, masker: Masker, rkey: string, finish: (status: number, extra?: Record<string, unknown>) => void): Promise<void> {
+    const body = await readAll(r.body, 64 * 1024);
+    const ct = String(r.headers['content-type'] ?? 'text/plain');
+    const safe = /json/i.test(ct) ? safeJson(masker, body) : Buffer.from(masker.maskText(body.toString('utf8')));
+    rememberRefusal(rkey, { status: r.status, contentType: ct, body: safe });
+    socket.write(`HTTP/1.1 ${r.status} ${r.status === 404 ? 'Not Found' : 'Error'}\r\nContent-Type: ${ct}\r\nContent-Length: ${safe.length}\r\nConnection: close\r\n\r\n`);
+    socket.end(safe);
+    finish(r.status, { upstream_refused: true });
+  }
+
+  /** Port-forward: the upgrade and every byte after it relayed as they are (counted, not parsed). */
+  async function relayUpgrade(
+    a: Admitted,
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    up: KubeUpstream,
+    masker: Masker,
+    finish: (status: number, extra?: Record<string, unknown>) => void,
+    refuse: (st: KubeStatus) => void,
+    rkey: string,
+    t0: number,
+  ): Promise<void> {
+    let opened;
+    try {
+      opened = await up.rawUpgrade(a.path, up.headersFor(req.headers, a.identity));
+    } catch (e) {
+      return refuse(kubeStatus(503, `portcullis: the API server of target ${a.target.name} cannot be reached: ${(e as Error).message}`));
+    }
+    if ('refused' in opened) return relayRefusal(opened.refused, socket, masker, rkey, finish);
+    const upSock = opened.socket;
+    if (socket.destroyed) {
+      upSock.destroy();
+      return finish(499, { error: 'client went away' });
+    }
+    finish(101, { relay: true });
+    let bytesIn = 0;
+    let bytesOut = 0;
+    socket.write(opened.responseHead);
+    if (opened.head.length) {
+      bytesOut += opened.head.length;
+      socket.write(opened.head);
+    }
+    if (head.length) {
+      bytesIn += head.length;
+      upSock.write(head);
+    }
+    await new Promise<void>((resolve) => {
+      upSock.on('data', (d: Buffer) => (bytesOut += d.length));
+      socket.on('data', (d: Buffer) => (bytesIn += d.length));
+      upSock.pipe(socket);
+      socket.pipe(upSock);
+      const end = () => {
+        upSock.destroy();
+        socket.destroy();
+        resolve();
+      };
+      upSock.once('close', end);
+      socket.once('close', end);
+      upSock.on('error', () => undefined);
+    });
+    auditResponse(a, { stream: 'portforward', ms: Date.now() - t0, bytes_in: bytesIn, bytes_out: bytesOut });
   }
 
   const server: Http2SecureServer = http2.createSecureServer({ cert: opts.tls.cert, key: opts.tls.key, allowHTTP1: true, settings: { initialWindowSize: 8 << 20 } });

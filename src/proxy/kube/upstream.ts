@@ -7,7 +7,7 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:htt
 import https from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { isIP } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import tls from 'node:tls';
 import WebSocket from 'ws';
 import type { Logger } from '../../core/log.js';
@@ -243,6 +243,32 @@ export class KubeUpstream {
           reject(e);
         }
       });
+    });
+  }
+
+  /**
+   * An HTTP/1.1 upgrade relayed as bytes (port-forward: kubectl's `SPDY/3.1+portforward.k8s.io`
+   * subprotocol is not a valid WebSocket token for WebSocket libraries, and the frames are never
+   * inspected). The client's Sec-WebSocket-Key goes through unchanged, so the server's
+   * Sec-WebSocket-Accept is right for the client. Resolves with the upgraded socket and the raw
+   * response head, or with the server's refusal.
+   */
+  rawUpgrade(path: string, headers: OutgoingHttpHeaders): Promise<{ socket: Duplex; responseHead: string; head: Buffer } | { refused: UpstreamResponse }> {
+    return new Promise((resolve, reject) => {
+      const req = https.request({ ...this.tlsOpts, agent: false, method: 'GET', path: this.basePath + path, headers: { ...headers, connection: 'Upgrade', upgrade: 'websocket' }, timeout: this.connectTimeoutMs });
+      req.once('timeout', () => req.destroy(new Error(`upgrade timeout after ${this.connectTimeoutMs} ms`)));
+      req.once('error', reject);
+      req.once('upgrade', (res: IncomingMessage, socket: Duplex, head: Buffer) => {
+        req.setTimeout(0);
+        const lines = [`HTTP/1.1 ${res.statusCode ?? 101} ${res.statusMessage ?? 'Switching Protocols'}`];
+        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) lines.push(`${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}`);
+        resolve({ socket, responseHead: lines.join('\r\n') + '\r\n\r\n', head });
+      });
+      req.once('response', (res: IncomingMessage) => {
+        res.on('error', () => undefined);
+        resolve({ refused: { status: res.statusCode ?? 502, headers: res.headers, body: res, httpVersion: '1.1' } });
+      });
+      req.end();
     });
   }
 
