@@ -201,7 +201,7 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
     if (!target) return { ok: false, identity, status: kubeStatus(404, `portcullis: no Kubernetes target named ${JSON.stringify(targetName)}`) };
     const session = await sessions.acquire(identity, target.name, remote, typeof headers['user-agent'] === 'string' ? headers['user-agent'] : undefined);
     const request: PolicyRequest = { protocol: 'kubernetes', identity, target: target.name, http: { method, path } };
-    let facts: KubeFacts | null = null;
+    let facts: KubeFacts | null;
     try {
       facts = kubeFacts(method, path);
     } catch {

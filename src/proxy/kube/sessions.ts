@@ -106,9 +106,10 @@ export class KubeSessions {
     const p = (async () => {
       const meta: Record<string, string> = { kind: 'kubernetes-api' };
       if (userAgent) meta['userAgent'] = userAgent.slice(0, 200);
-      let s!: KubeSession;
-      const info = await this.core.openSession({ protocol: 'kubernetes', target, identity, remote, meta, kill: (reason) => void this.end(s, reason) });
-      s = new KubeSession(info.id, key, identity, target, this);
+      const ref: { s?: KubeSession } = {};
+      const info = await this.core.openSession({ protocol: 'kubernetes', target, identity, remote, meta, kill: (reason) => void (ref.s && this.end(ref.s, reason)) });
+      const s = new KubeSession(info.id, key, identity, target, this);
+      ref.s = s;
       this.live.set(key, s);
       if (this.limits.maxDurationMs) s.armMax(this.limits.maxDurationMs);
       s.armIdle();
