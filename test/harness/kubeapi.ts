@@ -1054,16 +1054,9 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
         sockets.delete(sock);
         if (ws.readyState === ws.OPEN) ws.close(1000);
       });
-      let first = true;
+      // The server's first frame on each channel carries the port; the client's frames are data.
       ws.on('message', (m: Buffer) => {
-        if (m[0] !== data) return;
-        if (first) {
-          first = false; // the client's first frame on a channel is the port
-          if (m.length <= 3) return;
-          sock.write(m.subarray(3));
-          return;
-        }
-        sock.write(m.subarray(1));
+        if (m[0] === data && m.length > 1) sock.write(m.subarray(1));
       });
       ws.on('close', () => sock.destroy());
     });
