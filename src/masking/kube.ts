@@ -99,7 +99,8 @@ function podSpecs(o: Obj): unknown[] {
   return out;
 }
 
-function detect(masker: Masker, resource: string, v: unknown, depth: number): unknown {
+/** Walks a response: every object with `metadata` is a Kubernetes object (and `root`: the top). */
+function detect(masker: Masker, resource: string, v: unknown, depth: number, root = false): unknown {
   if (depth > MAX_DEPTH || typeof v !== 'object' || v === null) return v;
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) v[i] = detect(masker, resource, v[i], depth + 1);
@@ -108,17 +109,18 @@ function detect(masker: Masker, resource: string, v: unknown, depth: number): un
   const o = v as Obj;
   for (const [k, x] of Object.entries(o)) if (typeof x === 'object' && x !== null && k !== 'metadata') o[k] = detect(masker, resource, x, depth + 1);
   const md = o['metadata'];
-  if (!isObj(md)) return o;
+  if (!isObj(md) && !root) return o;
   if (resource === 'configmaps') {
     maskMap(masker, o['data'], false);
     maskMap(masker, o['binaryData'], true);
   } else {
     for (const s of podSpecs(o)) maskPodSpec(masker, s);
   }
-  const ann = md['annotations'];
+  const ann = isObj(md) ? md['annotations'] : undefined;
   if (isObj(ann) && typeof ann[LAST_APPLIED] === 'string') {
     try {
-      ann[LAST_APPLIED] = JSON.stringify(detect(masker, resource, JSON.parse(ann[LAST_APPLIED] as string), depth + 1));
+      // The annotation holds the applied object itself: masked as one, metadata or not.
+      ann[LAST_APPLIED] = JSON.stringify(detect(masker, resource, JSON.parse(ann[LAST_APPLIED] as string), depth + 1, true));
     } catch {
       ann[LAST_APPLIED] = redactMarker('last-applied-configuration');
     }

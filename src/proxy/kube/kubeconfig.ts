@@ -41,7 +41,7 @@ export function buildKubeconfig(k: AgentKubeconfig): string {
   const doc = {
     apiVersion: 'v1',
     kind: 'Config',
-    clusters: [{ name: cluster, cluster: { server: k.server, 'certificate-authority-data': Buffer.from(k.ca, 'utf8').toString('base64') } }],
+    clusters: [{ name: cluster, cluster: { server: k.server, 'certificate-authority-data': Buffer.from(k.ca.endsWith('\n') ? k.ca : k.ca + '\n', 'utf8').toString('base64') } }],
     users: [{ name: user, user: userEntry }],
     contexts: [{ name: context, context: { cluster, user, namespace: k.namespace ?? 'default' } }],
     'current-context': context,
