@@ -183,6 +183,40 @@ describe('response masking', () => {
     assert.doesNotMatch(Buffer.from(cm.binaryData['c']!, 'base64').toString(), /AKIA/);
   });
 
+  test('pods and ConfigMaps stream through the field rewriter: same result as parsing, in any chunking', async () => {
+    const GH = 'ghp_' + 'b'.repeat(36);
+    const podObj = (i: number) => ({
+      metadata: { name: `p${i}`, labels: { env: 'prod' }, annotations: i % 2 ? { 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ kind: 'Pod', spec: { containers: [{ env: [{ name: 'T', value: GH }] }] } }) } : { note: '"env":[{"value":"' + GH + '"}]' } },
+      spec: { containers: [{ name: 'c', env: [{ name: 'T', value: i % 3 ? GH : 'plain' }, { name: 'U', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] }] },
+      status: { phase: 'Running' },
+    });
+    const list = { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: [0, 1, 2, 3, 4].map(podObj) };
+    const expected = maskKube(masker, 'pods', list);
+    // The reference (parse path) masks env values and last-applied; other annotations are not
+    // detector fields — the note, with an escaped "env":[…] inside, must not confuse the rewriter.
+    assert.doesNotMatch(JSON.stringify((expected as typeof list).items.map((i) => [i.spec, i.metadata.annotations['kubectl.kubernetes.io/last-applied-configuration'] ?? ''])), /ghp_b{36}/);
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods'), masker);
+    for (const text of [JSON.stringify(list), JSON.stringify(list, null, 2)]) {
+      for (const chunk of [1, 3, 50, 100_000]) {
+        const r = await run(plan, json, text, chunk);
+        assert.equal(r.error, undefined);
+        assert.deepEqual(JSON.parse(r.text), expected, `chunk ${chunk}`);
+      }
+    }
+    const watchText = list.items.map((o) => JSON.stringify({ type: 'MODIFIED', object: o }) + '\n').join('');
+    const w = await run(planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods?watch=1'), masker), json, watchText, 11);
+    assert.deepEqual(w.text.trim().split('\n').map((l) => JSON.parse(l) as unknown), list.items.map((o) => ({ type: 'MODIFIED', object: maskKube(masker, 'pods', o) })));
+    const cms = { kind: 'ConfigMapList', items: [{ metadata: { name: 'a', managedFields: [{ fieldsV1: { 'f:data': { 'f:k': {} } } }] }, data: { k: 'AKIAIOSFODNN7EXAMPLE', n: 'data' }, binaryData: { b: Buffer.from('AKIAIOSFODNN7EXAMPLE').toString('base64') } }] };
+    const c = await run(planResponse(kubeFacts('GET', '/api/v1/namespaces/default/configmaps'), masker), json, JSON.stringify(cms), 5);
+    assert.deepEqual(JSON.parse(c.text), maskKube(masker, 'configmaps', cms));
+    assert.doesNotMatch(c.text, /AKIA/);
+    // A body cut off inside a field is an error, not a pass.
+    const whole = JSON.stringify(list);
+    const cut = await run(plan, json, whole.slice(0, whole.indexOf(`"env":[{"name":"T","value":"${GH}`) + 35), 7);
+    assert.ok(cut.error);
+    assert.doesNotMatch(cut.text, /"value":"ghp_b/, 'the env value cut off is not passed on');
+  });
+
   test('logs through the stream masker', async () => {
     const r = await run(planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods/p/log'), masker), { 'content-type': 'text/plain' }, 'paid with 4111 1111 1111 1111 today\n', 4);
     assert.equal(r.text, 'paid with [REDACTED:card] today\n');

@@ -21,7 +21,7 @@ export const DETECTOR_RESOURCES: ReadonlySet<string> = new Set([
   'replicationcontrollers',
 ]);
 
-const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+export const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 const MAX_DEPTH = 64;
 
 type Obj = Record<string, unknown>;
@@ -39,13 +39,14 @@ export function kubeResourceMasked(masker: Masker, resource: string): boolean {
  * Masks a decoded Kubernetes response body for `resource` (plural). Returns a new value and leaves
  * the input alone, unless `owned` (the caller just parsed it and keeps no reference): then the
  * input may be modified in place. Never returns the input unmasked on an internal error: the
- * result is then a Status naming the failure.
+ * result is then a Status naming the failure. `root`: the body is one object even without
+ * `metadata` (the content of a last-applied-configuration annotation).
  */
-export function maskKube(masker: Masker, resource: string, body: unknown, owned = false): unknown {
+export function maskKube(masker: Masker, resource: string, body: unknown, owned = false, root = false): unknown {
   let out = masker.masksResource(resource) ? masker.maskKubeObject(resource, body) : body;
   if (DETECTOR_RESOURCES.has(resource)) {
     try {
-      out = detect(masker, resource, out === body && !owned ? structuredClone(body) : out, 0);
+      out = detect(masker, resource, out === body && !owned ? structuredClone(body) : out, 0, root);
     } catch {
       return { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: redactMarker('masking-error') };
     }
@@ -57,7 +58,8 @@ function maskString(masker: Masker, v: unknown): unknown {
   return typeof v === 'string' ? masker.maskText(v) : v;
 }
 
-function maskMap(masker: Masker, m: unknown, base64: boolean): void {
+/** Masks the string values of a map (ConfigMap data; base64 values: binaryData) in place. */
+export function maskMap(masker: Masker, m: unknown, base64: boolean): void {
   if (!isObj(m)) return;
   for (const [k, v] of Object.entries(m)) {
     if (typeof v !== 'string') continue;

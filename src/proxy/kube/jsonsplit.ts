@@ -75,7 +75,7 @@ export class JsonListSplitter {
           break;
         }
         let bs = 0;
-        for (let j = q - 1; j >= i && s.charCodeAt(j) === BS; j--) bs++;
+        for (let j = q - 1; j > this.strStart && s.charCodeAt(j) === BS; j--) bs++;
         if (bs % 2 === 1) {
           i = q + 1;
           continue;

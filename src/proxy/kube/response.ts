@@ -11,7 +11,9 @@ import type { Http2ServerResponse } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Masker } from '../../masking/masker.js';
-import { kubeResourceMasked, maskKube } from '../../masking/kube.js';
+import { StringDecoder } from 'node:string_decoder';
+import { DETECTOR_RESOURCES, kubeResourceMasked, maskKube } from '../../masking/kube.js';
+import { KubeFieldRewriter } from '../../masking/kubestream.js';
 import type { KubeFacts } from '../../policy/types.js';
 import { JsonListSplitter } from './jsonsplit.js';
 import type { UpstreamResponse } from './upstream.js';
@@ -103,17 +105,38 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       }
       resolve(error ? { bytes, error } : { bytes });
     };
+    let draining = false;
     const write = (chunk: string | Buffer): void => {
       if (done) return;
       bytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-      if (!(res as ServerResponse).write(chunk)) {
+      if (!(res as ServerResponse).write(chunk) && !draining) {
+        draining = true;
         src.pause();
-        res.once('drain', () => src.resume());
+        res.once('drain', () => {
+          draining = false;
+          src.resume();
+        });
+      }
+    };
+    // Masked output is collected per input chunk and written once (not one write per object).
+    let pending = '';
+    const collect = (chunk: string | Buffer): void => {
+      if (typeof chunk === 'string') pending += chunk;
+      else {
+        flushPending();
+        write(chunk);
+      }
+    };
+    const flushPending = (): void => {
+      if (pending) {
+        const p = pending;
+        pending = '';
+        write(p);
       }
     };
     let sink: { write(b: Buffer): void; end(): void };
     try {
-      sink = makeSink(plan, write);
+      sink = makeSink(plan, plan.mode === 'json' || plan.mode === 'watch' ? collect : write);
     } catch (e) {
       finish(`masking setup failed: ${(e as Error).message}`);
       return;
@@ -122,6 +145,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       if (done) return;
       try {
         sink.write(b);
+        flushPending();
       } catch (e) {
         finish(`the response could not be masked: ${(e as Error).message}`);
       }
@@ -130,6 +154,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       if (done) return;
       try {
         sink.end();
+        flushPending();
       } catch (e) {
         finish(`the response could not be masked: ${(e as Error).message}`);
         return;
@@ -153,6 +178,22 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
 
 function makeSink(plan: MaskPlan, write: (chunk: string | Buffer) => void): { write(b: Buffer): void; end(): void } {
   const { masker, resource } = plan;
+  /** One serialized object, masked: without a full parse where the masking module allows it. */
+  const maskOne = (text: string): string => JSON.stringify(maskKube(masker, resource, JSON.parse(text), true));
+  if (plan.mode === 'json' || plan.mode === 'watch') {
+    // Detector-only resources (pods, ConfigMaps, …): only the fields the detectors read are parsed.
+    const rw = KubeFieldRewriter.for(masker, resource, DETECTOR_RESOURCES, (t) => write(t));
+    if (rw) {
+      const dec = new StringDecoder('utf8');
+      return {
+        write: (b) => rw.write(dec.write(b)),
+        end: () => {
+          rw.write(dec.end());
+          rw.end();
+        },
+      };
+    }
+  }
   switch (plan.mode) {
     case 'none':
       return { write: (b) => write(b), end: () => undefined };
@@ -165,7 +206,7 @@ function makeSink(plan: MaskPlan, write: (chunk: string | Buffer) => void): { wr
       const dec = new TextDecoder('utf-8', { fatal: true });
       const line = (l: string) => {
         if (l.trim() === '') return;
-        write(JSON.stringify(maskKube(masker, resource, JSON.parse(l), true)) + '\n');
+        write(maskOne(l) + '\n');
       };
       return {
         write: (b) => {
@@ -199,7 +240,7 @@ function makeSink(plan: MaskPlan, write: (chunk: string | Buffer) => void): { wr
           if (mode === 'buffer') {
             buffered += (first ? '' : ',') + text;
           } else {
-            write((first ? '' : ',') + JSON.stringify(maskKube(masker, resource, JSON.parse(text), true)));
+            write((first ? '' : ',') + maskOne(text));
           }
           first = false;
         },
@@ -213,7 +254,7 @@ function makeSink(plan: MaskPlan, write: (chunk: string | Buffer) => void): { wr
         },
         whole(text) {
           if (text.trim() === '') return;
-          write(JSON.stringify(maskKube(masker, resource, JSON.parse(text), true)));
+          write(maskOne(text));
         },
       });
       return { write: (b) => splitter.write(b), end: () => splitter.end() };

@@ -10,6 +10,7 @@ import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2Serve
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Core } from '../../core/core.js';
 import type { Logger } from '../../core/log.js';
@@ -514,7 +515,8 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
   });
   server.on('sessionError', () => undefined);
   server.on('tlsClientError', () => undefined);
-  server.on('secureConnection', (s: Duplex) => {
+  server.on('secureConnection', (s: TLSSocket) => {
+    s.setNoDelay(true);
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
     s.on('error', () => undefined);

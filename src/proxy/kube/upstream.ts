@@ -119,6 +119,7 @@ export class KubeUpstream {
     }
     return new Promise<void>((resolve, reject) => {
       const sock = tls.connect({ ...this.tlsOpts, ALPNProtocols: ['h2', 'http/1.1'] });
+      sock.setNoDelay(true);
       const timer = setTimeout(() => sock.destroy(new Error(`connect timeout after ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
       sock.once('error', (e) => {
         clearTimeout(timer);
