@@ -266,6 +266,48 @@ describe('fail closed and session windows', () => {
     }
   });
 
+  test('session.revalidate: revoking the token ends the session and its watch', async () => {
+    const rv = await startKubeBastion({ policies: policiesDir('open-rv', POLICY) });
+    await rv.proxy.close();
+    try {
+      const { startKubeProxy } = await import('../src/proxy/kube/index.js');
+      const proxy = await startKubeProxy(rv.core, {
+        port: 0,
+        log: (await import('../src/core/log.js')).createLogger('error', () => undefined),
+        tls: { cert: rv.cert, key: readFileSync(join(rv.dir, 'tls.key'), 'utf8') },
+        defaultTarget: 'demo-cluster',
+        targets: (n) => (n === 'demo-cluster' ? { name: n, server: rv.api.url, ca: rv.api.ca, token: rv.api.token, impersonate: true } : undefined),
+        authenticate: (t, ctx) => rv.identity.verifyBearer(t, { remote: ctx.remote, protocol: 'kubernetes' }),
+        session: { revalidateMs: 200, revalidate: (id) => rv.identity.check(id) },
+      });
+      try {
+        const cfg = rv.writeKubeconfig('rv', { token: rv.token, server: proxy.url });
+        const { spawn } = await import('node:child_process');
+        const child = spawn(KUBECTL, ['get', 'configmaps', '-w'], { env: { PATH: process.env.PATH ?? '', HOME: join(rv.dir, 'home'), KUBECONFIG: cfg } });
+        let err = '';
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        await waitUntil('the session', () => rv.core.listSessions().length === 1);
+        await new Promise((r) => setTimeout(r, 500));
+        await rv.identity.revokeToken(rv.token);
+        const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(t);
+        await rv.core.audit.flush();
+        const closed = rv.auditLines().find((e) => e['type'] === 'session.close');
+        assert.match(String((closed?.['data'] as { reason?: string })?.reason), /credential no longer valid: token revoked/);
+        const again = await rv.kubectl(['get', 'pods'], { kubeconfig: cfg });
+        assert.notEqual(again.code, 0);
+        assert.match(again.stderr, /Unauthorized|logged in/);
+        void err;
+      } finally {
+        await proxy.close();
+      }
+    } finally {
+      await rv.close();
+    }
+  });
+
   test('an idle session is closed after the idle timeout; the next request opens a new one', async () => {
     const idle = await startKubeBastion({ policies: policiesDir('open-idle', POLICY), proxy: { session: { idleTimeoutMs: 400 } } });
     try {

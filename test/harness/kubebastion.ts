@@ -10,7 +10,7 @@ import { Core } from '../../src/core/core.js';
 import { createLogger } from '../../src/core/log.js';
 import { setSummaryMasker } from '../../src/core/summary.js';
 import { Masker } from '../../src/masking/masker.js';
-import { createApiToken, verifyApiToken } from '../../src/identity/tokens.js';
+import { defaultIdentityConfig, IdentityService } from '../../src/identity/index.js';
 import { initFacts } from '../../src/policy/actions.js';
 import { startKubeProxy, type KubeProxy, type KubeProxyOptions } from '../../src/proxy/kube/index.js';
 import { buildKubeconfig } from '../../src/proxy/kube/kubeconfig.js';
@@ -32,6 +32,8 @@ export interface KubeBastion {
   api: KubeApi;
   core: Core;
   store: Store;
+  /** The real identity service the proxy authenticates with (API tokens in `store`). */
+  identity: IdentityService;
   proxy: KubeProxy;
   dir: string;
   dataDir: string;
@@ -75,7 +77,11 @@ export async function startKubeBastion(o: KubeBastionOptions = {}): Promise<Kube
   const store = await openStore(dataDir);
   const log = createLogger('error', () => undefined);
   const core = await Core.open({ dataDir, policiesDir: policies, audit: { sync: 'writes', intervalMs: 20, checkpointEvery: 1000 }, store, log, approvalTimeoutMs: o.approvalTimeoutMs ?? 120_000 });
-  const token = (await createApiToken(store, { subject: 'demo-agent', groups: ['agents'] }, Date.now())).token;
+  // Many kubectl calls come from 127.0.0.1, some with bad tokens on purpose: a generous limiter.
+  const idConfig = defaultIdentityConfig();
+  idConfig.rateLimit = { ...idConfig.rateLimit, failures: 1000 };
+  const identity = new IdentityService(idConfig, store, { log });
+  const token = (await identity.createToken({ subject: 'demo-agent', groups: ['agents'], ttlMs: 3_600_000 })).token;
   // As serve does: audit summaries through the default-on detectors.
   const summaryMasker = new Masker({ masks: [], defaultDetectors: true });
   setSummaryMasker((x) => summaryMasker.maskText(x));
@@ -91,10 +97,7 @@ export async function startKubeBastion(o: KubeBastionOptions = {}): Promise<Kube
     targets: (n) => targets.get(n),
     ...(o.defaultTarget === null ? {} : { defaultTarget: o.defaultTarget ?? 'demo-cluster' }),
     holdWaitMs: 3000,
-    authenticate: async (t) => {
-      const r = await verifyApiToken(store, t, Date.now());
-      return { subject: r.subject, groups: r.groups, authMethod: 'api-token' };
-    },
+    authenticate: (t, ctx) => identity.verifyBearer(t, { remote: ctx.remote, protocol: 'kubernetes' }),
     ...o.proxy,
   });
   const home = join(dir, 'home');
@@ -110,6 +113,7 @@ export async function startKubeBastion(o: KubeBastionOptions = {}): Promise<Kube
     api,
     core,
     store,
+    identity,
     proxy,
     dir,
     dataDir,

@@ -12,12 +12,20 @@ export interface KubeSessionLimits {
   idleTimeoutMs?: number;
   /** Close a session this long after it opened, whatever it is doing (default: never). */
   maxDurationMs?: number;
+  /**
+   * Re-check the session's credential this often (config `session.revalidate`): every request
+   * is authenticated anyway; this ends long-running streams (watch, exec) of a revoked or
+   * expired credential.
+   */
+  revalidateMs?: number;
+  revalidate?: (identity: Identity) => Promise<{ ok: true } | { ok: false; message: string }>;
 }
 
 export class KubeSession {
   private readonly inflight = new Set<(reason: string) => void>();
   private idleTimer: NodeJS.Timeout | null = null;
   private maxTimer: NodeJS.Timeout | null = null;
+  private revalidateTimer: NodeJS.Timeout | null = null;
   closed = false;
   requests = 0;
 
@@ -62,6 +70,18 @@ export class KubeSession {
     this.maxTimer.unref();
   }
 
+  armRevalidate(ms: number, check: NonNullable<KubeSessionLimits['revalidate']>): void {
+    this.revalidateTimer = setInterval(() => {
+      void check(this.identity).then(
+        (r) => {
+          if (!r.ok) void this.owner.end(this, `credential no longer valid: ${r.message}`);
+        },
+        () => void this.owner.end(this, 'credential could not be re-checked (fail closed)'),
+      );
+    }, ms);
+    this.revalidateTimer.unref();
+  }
+
   private clearIdle(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = null;
@@ -72,6 +92,7 @@ export class KubeSession {
     this.closed = true;
     this.clearIdle();
     if (this.maxTimer) clearTimeout(this.maxTimer);
+    if (this.revalidateTimer) clearInterval(this.revalidateTimer);
     for (const a of [...this.inflight]) {
       try {
         a(reason);
@@ -112,6 +133,7 @@ export class KubeSessions {
       ref.s = s;
       this.live.set(key, s);
       if (this.limits.maxDurationMs) s.armMax(this.limits.maxDurationMs);
+      if (this.limits.revalidateMs && this.limits.revalidate) s.armRevalidate(this.limits.revalidateMs, this.limits.revalidate);
       s.armIdle();
       this.log.info('kube session opened', { session: s.id, subject: identity.subject, target });
       return s;

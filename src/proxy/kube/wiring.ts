@@ -70,7 +70,11 @@ export async function startKubeFromConfig(core: Core, config: BastionConfig, ide
     ...(names.length === 1 ? { defaultTarget: names[0] } : {}),
     authenticate: (token, ctx) => identity.verifyBearer(token, { remote: ctx.remote, protocol: 'kubernetes' }),
     hmacKey,
-    session: { ...(config.session.idleTimeoutMs ? { idleTimeoutMs: config.session.idleTimeoutMs } : {}), ...(config.session.maxDurationMs ? { maxDurationMs: config.session.maxDurationMs } : {}) },
+    session: {
+      ...(config.session.idleTimeoutMs ? { idleTimeoutMs: config.session.idleTimeoutMs } : {}),
+      ...(config.session.maxDurationMs ? { maxDurationMs: config.session.maxDurationMs } : {}),
+      ...(config.session.revalidateMs ? { revalidateMs: config.session.revalidateMs, revalidate: (id: Parameters<IdentityService['check']>[0]) => identity.check(id) } : {}),
+    },
     log,
   });
   const route = names.length === 1 ? `target ${names[0]}` : `targets: ${names.map((n) => `/targets/${n}`).join(', ') || 'none'}`;
