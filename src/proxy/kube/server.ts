@@ -424,7 +424,16 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
       const client = await new Promise<WebSocket>((resolve) => wss.handleUpgrade(req, socket, head, (ws) => resolve(ws)));
       client.pause();
       finish(101, { protocol: upstreamWs.protocol });
-      const result = await bridge({ core, log, parent: a.session.id, identity: a.identity, target: a.target.name, remote, facts: a.facts!, masker, client, upstream: upstreamWs });
+      let result;
+      try {
+        result = await bridge({ core, log, parent: a.session.id, identity: a.identity, target: a.target.name, remote, facts: a.facts!, masker, client, upstream: upstreamWs });
+      } catch (e) {
+        // e.g. the stream's session could not be audited: nothing more passes (fail closed).
+        client.close(1011, 'portcullis: the stream could not be recorded');
+        upstreamWs.terminate();
+        log.error('kube proxy: stream refused', { error: String(e) });
+        return auditResponse(a, { stream: sub, error: String(e) });
+      }
       auditResponse(a, { stream: sub, ms: Date.now() - t0, bytes_in: result.bytesIn, bytes_out: result.bytesOut, ...(result.session ? { stream_session: result.session } : {}), ...(result.exitCode !== undefined ? { exit_code: result.exitCode } : {}), close_code: result.closeCode ?? null });
     } catch (e) {
       log.error('kube proxy: stream failed', { error: String(e) });

@@ -100,7 +100,13 @@ async function bridgeChannels(ctx: BridgeContext): Promise<BridgeResult> {
   });
   result.session = info.id;
   const title = facts.subresource === 'exec' ? `kubectl exec ${facts.namespace}/${facts.name} -- ${argv.join(' ')}` : `kubectl attach ${facts.namespace}/${facts.name}`;
-  const rec = core.record(info.id, { width: 80, height: 24, title: masker.maskText(title).slice(0, 200) });
+  let rec: ReturnType<Core['record']>;
+  try {
+    rec = core.record(info.id, { width: 80, height: 24, title: masker.maskText(title).slice(0, 200) });
+  } catch (e) {
+    await core.closeSession(info.id, `recording failed: ${(e as Error).message}`).catch(() => undefined);
+    throw e;
+  }
 
   const send = (ch: number, data: Buffer) => {
     if (client.readyState !== client.OPEN) return;
