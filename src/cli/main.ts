@@ -107,6 +107,13 @@ const COMMANDS: Command[] = [
     run: async (v) => (await import('../../tui/main.js')).consoleCommand({ dataDir: s(v, 'data-dir'), socket: s(v, 'socket') }),
   },
   {
+    name: 'kubeconfig',
+    summary: 'print a kubeconfig that points kubectl at the bastion (token or exec credential plugin)',
+    usage: 'kubeconfig --identity X --target Y (--token T | --exec [--token-file F | --token-env VAR]) [--config FILE | --data-dir DIR] [--server URL] [--namespace NS] [-o FILE] | kubeconfig --credential [--token-file F | --token-env VAR]',
+    options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, identity: { type: 'string' }, target: { type: 'string' }, token: { type: 'string' }, exec: { type: 'boolean' }, 'token-file': { type: 'string' }, 'token-env': { type: 'string' }, credential: { type: 'boolean' }, server: { type: 'string' }, namespace: { type: 'string' }, output: { type: 'string', short: 'o' } },
+    run: async (v) => (await import('./kubeconfig.js')).kubeconfigCommand({ config: s(v, 'config'), dataDir: s(v, 'data-dir'), identity: s(v, 'identity'), target: s(v, 'target'), token: s(v, 'token'), exec: v.exec === true, tokenFile: s(v, 'token-file'), tokenEnv: s(v, 'token-env'), credential: v.credential === true, server: s(v, 'server'), namespace: s(v, 'namespace'), output: s(v, 'output') }),
+  },
+  {
     name: 'sessions',
     summary: 'list live sessions (over the control socket)',
     usage: 'sessions [--data-dir DIR | --socket PATH] [--json]',

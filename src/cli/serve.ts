@@ -24,6 +24,7 @@ import { Masker } from '../masking/index.js';
 import { initFacts } from '../policy/actions.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { startPostgresProxy } from '../proxy/postgres/index.js';
+import { demoKubeTarget, startKubeFromConfig, writeDemoKubeconfig } from '../proxy/kube/wiring.js';
 import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
 import { healthHandler } from '../runtime/health.js';
 import { Lifecycle, runShutdown } from '../runtime/lifecycle.js';
@@ -65,7 +66,7 @@ interface DemoResources {
   env: Record<string, string>;
 }
 
-async function startDemo(dataDir: string, listenAt: ListenOverrides = {}): Promise<{ config: BastionConfig; demo: DemoResources }> {
+async function startDemo(dataDir: string, listenAt: ListenOverrides = {}, kubeUpstream?: string): Promise<{ config: BastionConfig; demo: DemoResources }> {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const lines: string[] = [];
   const stops: (() => Promise<void>)[] = [];
@@ -94,6 +95,8 @@ async function startDemo(dataDir: string, listenAt: ListenOverrides = {}): Promi
   }
   const tls = demoTlsCert(dataDir);
   if (tls) lines.push(`TLS: self-signed certificate for 127.0.0.1 in ${tls.cert}`);
+  const kube = kubeUpstream ? demoKubeTarget(kubeUpstream, dataDir) : null;
+  if (kube) lines.push(kube.line);
   const yaml = [
     `data_dir: ${JSON.stringify(dataDir)}`,
     ...(tls ? ['tls:', `  cert: ${JSON.stringify('file:' + tls.cert)}`, `  key: ${JSON.stringify('file:' + tls.key)}`] : []),
@@ -104,6 +107,7 @@ async function startDemo(dataDir: string, listenAt: ListenOverrides = {}): Promi
     `  ssh: ${listenAt.ssh ?? '127.0.0.1:2222'}`,
     `  postgres: ${listenAt.postgres ?? '127.0.0.1:6432'}`,
     `  http: ${listenAt.http ?? '127.0.0.1:9187'}`,
+    ...(kube?.listen ?? []),
     'audit:',
     '  sync: writes',
     'targets:',
@@ -112,6 +116,7 @@ async function startDemo(dataDir: string, listenAt: ListenOverrides = {}): Promi
     '    protocol: ssh',
     '    kind: local',
     `    cwd: ${JSON.stringify(join(dataDir, 'sandbox'))}`,
+    ...(kube?.target ?? []),
   ]
     .filter((l) => l !== '')
     .join('\n');
@@ -201,7 +206,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     unlock = lockDataDir(dir);
     try {
-      const r = await startDemo(dir, listenAt);
+      const r = await startDemo(dir, listenAt, opts.kubeUpstream);
       config = r.config;
       demo = r.demo;
     } catch (e) {
@@ -279,6 +284,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     );
   };
   const off: string[] = [];
+  let kubeProxy: Awaited<ReturnType<typeof startKubeFromConfig>>['proxy'] | null = null;
   try {
     lifecycle.listenerStarting('control');
     control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log, identity });
@@ -330,7 +336,15 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
     }
     if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
-    off.push(opts.kubeUpstream || config.listen.kubernetes ? 'Kubernetes API: off — the Kubernetes proxy lands with issue #9' : 'Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
+    if (config.listen.kubernetes) {
+      lifecycle.listenerStarting('kubernetes');
+      const k = await startKubeFromConfig(core, config, identity, hmacKey, log);
+      kubeProxy = k.proxy;
+      const kp = k.proxy;
+      drains.push({ name: 'kubernetes', close: () => kp.close() });
+      lifecycle.listenerUp('kubernetes');
+      listeners.push(k.line);
+    } else off.push('Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
   } catch (e) {
     // A listener could not start: close what did, so the process exits with the error.
     log.error('start-up failed; stopping', { error: (e as Error).message });
@@ -353,6 +367,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     out(`identities: demo-agent (group agents) and demo-oncall (group oncall); API tokens and the SSH key are in ${join(config.dataDir, 'demo.env')}`);
     out(`try: echo '{"protocol":"postgres","identity":{"subject":"demo-agent","groups":["agents"]},"target":"shop","sql":"DELETE FROM customers"}' | portcullis policy eval --policies ${config.policies}`);
     out(`     portcullis audit verify --data-dir ${config.dataDir}`);
+    if (kubeProxy) out(`     kubectl --kubeconfig ${writeDemoKubeconfig(config, demoEnv.PORTCULLIS_DEMO_TOKEN!)} get pods`);
   }
   out('portcullis ready');
   lifecycle.ready(`serving policy ${core.policy.version}; ${listeners.length} listeners`);

@@ -10,7 +10,7 @@ import type { Store } from '../store/types.js';
 import { AuditLog, type AuditOpenOptions } from './audit.js';
 import { Approvals } from './approvals.js';
 import { Budgets } from './budgets.js';
-import { holdRequest, type HoldOutcome } from './hold.js';
+import { holdRequest, type HoldOptions, type HoldOutcome } from './hold.js';
 import { ApprovalWebhook, type WebhookConfig } from './webhook.js';
 import { EventBus, type RequestSummary, type SessionInfo } from './events.js';
 import { summarizeRequest } from './summary.js';
@@ -257,8 +257,9 @@ export class Core {
     decision: Decision,
     onHeld: (approvalId: string, expiresAt: number) => void,
     signal?: AbortSignal,
+    opts: HoldOptions = {},
   ): Promise<HoldOutcome> {
-    return holdRequest({ approvals: this.approvals, audit: this.audit, recordingOffset: (id) => (id ? this.recordings.get(id)?.offset() : undefined) }, session, request, decision, onHeld, signal);
+    return holdRequest({ approvals: this.approvals, audit: this.audit, recordingOffset: (id) => (id ? this.recordings.get(id)?.offset() : undefined) }, session, request, decision, onHeld, signal, opts);
   }
 
   /**

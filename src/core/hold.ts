@@ -13,7 +13,17 @@ import type { ApprovalOutcome, Approvals } from './approvals.js';
 import { requestBinding } from './binding.js';
 import { summarizeRequest } from './summary.js';
 
-export type HoldOutcome = ApprovalOutcome & { approvalId: string };
+/**
+ * How a hold ended. `pending` only with `waitMs`: the bounded wait ran out (or the requester left)
+ * while the approval stays pending — the proxy tells the agent to retry (the same request then
+ * attaches to it, or passes once it is approved).
+ */
+export type HoldOutcome = Omit<ApprovalOutcome, 'state'> & { state: ApprovalOutcome['state'] | 'pending'; approvalId: string; expiresAt?: number };
+
+export interface HoldOptions {
+  /** Wait at most this long (ms) for the decision, e.g. shorter than an HTTP client's timeout. */
+  waitMs?: number;
+}
 
 export interface HoldContext {
   approvals: Approvals;
@@ -29,6 +39,7 @@ export async function holdRequest(
   decision: Decision,
   onHeld: (approvalId: string, expiresAt: number) => void,
   signal?: AbortSignal,
+  opts: HoldOptions = {},
 ): Promise<HoldOutcome> {
   const binding = requestBinding(request);
   const required = decision.approval?.approvers ?? 1;
@@ -64,9 +75,15 @@ export async function holdRequest(
       ...(decision.approval?.timeoutMs ? { timeoutMs: decision.approval.timeoutMs } : {}),
       ...(offset !== undefined ? { recordingOffset: offset } : {}),
     }));
-  const pending = ctx.approvals.wait(rec.id, rec.expiresAt, signal);
+  let waitSignal = signal;
+  if (opts.waitMs !== undefined) {
+    const timeout = AbortSignal.timeout(opts.waitMs);
+    waitSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  }
+  const pending = ctx.approvals.wait(rec.id, rec.expiresAt, waitSignal);
   onHeld(rec.id, rec.expiresAt);
   const outcome = await pending;
+  if (outcome.withdrawn && opts.waitMs !== undefined) return { state: 'pending', approvalId: rec.id, expiresAt: rec.expiresAt };
   if (outcome.state === 'approved') {
     // The held request runs now: that is the approval's use (scope once: its only one).
     const cur = await ctx.approvals.get(rec.id);

@@ -18,8 +18,36 @@ export function summarizeRequest(r: PolicyRequest): RequestSummary {
   if (r.sql !== undefined) s.sql = maskText(r.sql);
   if (r.searchPath !== undefined && !(r.searchPath.length === 1 && r.searchPath[0] === 'public')) s.searchPath = r.searchPath;
   if (r.command !== undefined) s.command = maskText(r.command);
-  if (r.http) s.http = { method: r.http.method, path: maskText(r.http.path), ...(r.http.query !== undefined ? { query: maskText(r.http.query) } : {}) };
+  if (r.http) s.http = { method: r.http.method, path: maskHttpPath(r.http.path), ...(r.http.query !== undefined ? { query: maskQuery(r.http.query) } : {}) };
   if (r.forward) s.forward = r.forward;
   if (r.reason !== undefined) s.reason = maskText(r.reason);
   return s;
+}
+
+/**
+ * Query values are masked decoded: URL encoding (`card+4111%201111…`, `password%3D…`) must not
+ * hide a value from the detectors. A value the detectors leave alone stays as it was sent.
+ */
+function maskQuery(query: string): string {
+  return query
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      if (eq === -1) return maskText(pair);
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(pair.slice(eq + 1).replace(/\+/g, ' '));
+      } catch {
+        return maskText(pair);
+      }
+      const masked = maskText(decoded);
+      if (masked === decoded) return maskText(pair);
+      return `${maskText(pair.slice(0, eq))}=${encodeURIComponent(masked).replace(/%20/g, '+').replace(/%5B/g, '[').replace(/%5D/g, ']').replace(/%3A/g, ':')}`;
+    })
+    .join('&');
+}
+
+function maskHttpPath(path: string): string {
+  const q = path.indexOf('?');
+  return q === -1 ? maskText(path) : `${maskText(path.slice(0, q))}?${maskQuery(path.slice(q + 1))}`;
 }
