@@ -66,7 +66,7 @@ describe('approval reuse', () => {
     assert.deepEqual(ids, [first.approvalId, first.approvalId]);
     await close();
     assert.match(audit(), new RegExp(`"type":"approval.used"`));
-    assert.match(audit(), new RegExp(`"type":"approval.used"[^\n]*"approval":"${first.approvalId}"`));
+    assert.match(audit(), new RegExp(`"approval":"${first.approvalId}"[^\n]*"type":"approval.used"`));
   });
 
   test('a requester still waiting gets the decision itself (no grant is left behind)', async () => {
