@@ -20,6 +20,7 @@ import { Masker } from '../masking/index.js';
 import { initFacts } from '../policy/actions.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { startPostgresProxy } from '../proxy/postgres/index.js';
+import { startSshProxy, sshTargetsFromConfig } from '../proxy/ssh/index.js';
 import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
 import { openStore } from '../store/index.js';
 import { EXIT } from './util.js';
@@ -98,6 +99,8 @@ async function startDemo(dataDir: string): Promise<{ config: BastionConfig; demo
     '  http: 127.0.0.1:9187',
     'audit:',
     '  sync: writes',
+    'ssh:',
+    '  default_targets: { demo-agent: sandbox }',
     'targets:',
     pgTarget,
     '  sandbox:',
@@ -300,7 +303,14 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     });
     listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
   }
-  if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
+  let sshProxy: Awaited<ReturnType<typeof startSshProxy>> | null = null;
+  if (config.listen.ssh) {
+    const { host, port } = splitHostPort(config.listen.ssh);
+    const targets = sshTargetsFromConfig(config);
+    sshProxy = await startSshProxy(core, { host, port, log, dataDir: config.dataDir, identity, hmacKey, targets, defaultTargets: config.sshDefaultTargets, session: { idleTimeoutMs: config.session.idleTimeoutMs, maxDurationMs: config.session.maxDurationMs } });
+    for (const n of sshProxy.notes) log.info(n);
+    listeners.push(`SSH on ${config.listen.ssh} (host keys ${sshProxy.hostKeys.map((k) => k.fingerprint).join(', ')}; targets: ${[...targets.keys()].join(', ') || 'none'})`);
+  }
   off.push(opts.kubeUpstream || config.listen.kubernetes ? 'Kubernetes API: off — the Kubernetes proxy lands with issue #9' : 'Kubernetes API: off (no upstream API server configured; --kube-upstream KUBECONFIG)');
 
   const out = (s: string) => process.stdout.write(s + '\n');
@@ -315,6 +325,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     out(`identities: demo-agent (group agents) and demo-oncall (group oncall); API tokens and the SSH key are in ${join(config.dataDir, 'demo.env')}`);
     out(`try: echo '{"protocol":"postgres","identity":{"subject":"demo-agent","groups":["agents"]},"target":"shop","sql":"DELETE FROM customers"}' | portcullis policy eval --policies ${config.policies}`);
     out(`     portcullis audit verify --data-dir ${config.dataDir}`);
+    if (sshProxy) out(`     ssh -i ${demoEnv.PORTCULLIS_DEMO_SSH_KEY} -p ${sshProxy.port} demo-agent+sandbox@127.0.0.1 'ls -la; rm -rf /srv'`);
   }
   out('portcullis ready');
 
@@ -326,6 +337,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       log.info('stopping', { signal: sig });
       http.close();
       await pgProxy?.close().catch(() => undefined);
+      await sshProxy?.close().catch(() => undefined);
       await control.close().catch(() => undefined);
       await core.close().catch((e: unknown) => log.error('closing the core failed', { error: String(e) }));
       await openedStore.close().catch(() => undefined);

@@ -1,0 +1,298 @@
+// Interactive terminal sessions: keystrokes go to the target as they are typed (so line editing,
+// history and completion work), but **Enter is held** until the line — read off the terminal
+// screen (linetracker.ts) — is decided:
+//   allow  → the Enter is forwarded;
+//   deny   → the line is cancelled at the target (Ctrl-E Ctrl-U: end of line, kill line), the
+//            reason is printed inline, and an empty Enter brings a fresh prompt (Ctrl-C instead
+//            when the shell holds earlier continuation lines, so nothing of them runs either);
+//   review → a notice with the approval id is printed and the Enter waits for the operator
+//            (Ctrl-C from the agent abandons the wait); refused → Ctrl-C cancels the line.
+// A line the shell cannot run yet (open quote, `for` without `done`, here-document) is forwarded
+// as a continuation and decided together with the following lines once it is complete.
+// Pastes: several lines in one read are decided line by line before any line is sent; if one is
+// refused nothing of the paste runs. (When the pasted lines contain editing keys, they are taken
+// one at a time through the screen instead.) Bracketed-paste markers are dropped so the shell
+// treats a paste as typed lines. Ctrl-O (operate-and-get-next) is sent as a plain Enter.
+// In the alternate screen (vim, less, top) keys pass straight through.
+//
+// Input is recorded (`i`) per line once the line is done; a line typed with echo off (a password
+// prompt) is not recorded — a marker says so — and not decided.
+import { StringDecoder } from 'node:string_decoder';
+import { isIncomplete } from './incomplete.js';
+import type { GateResult } from './gate.js';
+import type { LineTracker } from './linetracker.js';
+
+export interface TerminalHost {
+  tracker: LineTracker;
+  /** Bytes to the target. */
+  send(s: string): void;
+  /** Lines to show the agent inline (already masked). */
+  notice(lines: string[]): Promise<void>;
+  /** Decide (and hold) one command line; `others` are alternative readings of it. `abort` ends a hold. */
+  decide(command: string, others: string[], abort: AbortSignal): Promise<GateResult>;
+  /** Keystrokes for the recording (masked there). */
+  recordInput(s: string): void;
+  marker(label: string): void;
+  /** An internal error: the session ends (fail closed). */
+  fail(e: unknown): void;
+}
+
+interface Line {
+  text: string;
+  enter: string;
+}
+
+type Reading = { kind: 'empty' } | { kind: 'hidden' } | { kind: 'line'; primary: string; others: string[] };
+
+// eslint-disable-next-line no-control-regex -- Enter keys (CR, LF, Ctrl-O)
+const ENTER = /\r\n|\r|\n|\x0f/g;
+// eslint-disable-next-line no-control-regex -- bracketed-paste markers
+const PASTE_MARKERS = /\x1b\[20[01]~/g;
+const INPUT_FLUSH = 4096;
+
+/** Plain typing: printable characters only (a paste of ordinary lines). */
+function isPlain(s: string): boolean {
+  // eslint-disable-next-line no-control-regex -- looking for control characters
+  return !/[\x00-\x1f\x7f]/.test(s);
+}
+
+export class TerminalLines {
+  private queue: Promise<void> = Promise.resolve();
+  private readonly decoder = new StringDecoder('utf8');
+  /** Continuation lines already forwarded with their Enter (the shell shows PS2). */
+  private pending: string | null = null;
+  private inputBuf = '';
+  private holdAbort: AbortController | null = null;
+  private closed = false;
+
+  constructor(private readonly h: TerminalHost) {}
+
+  /** Bytes from the agent. */
+  input(b: Buffer): void {
+    if (this.closed) return;
+    if (this.holdAbort && b.includes(0x03)) this.holdAbort.abort();
+    const s = this.decoder.write(b);
+    if (!s) return;
+    this.queue = this.queue.then(() => this.handle(s)).catch((e: unknown) => this.h.fail(e));
+  }
+
+  /** Resolves once every input so far was handled. */
+  idle(): Promise<void> {
+    return this.queue;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.holdAbort?.abort();
+    this.flushInput();
+  }
+
+  private flushInput(): void {
+    if (this.inputBuf) this.h.recordInput(this.inputBuf);
+    this.inputBuf = '';
+  }
+
+  private async handle(raw: string): Promise<void> {
+    if (this.closed) return;
+    const t = this.h.tracker;
+    if (t.altScreen) {
+      this.flushInput();
+      this.h.send(raw);
+      this.h.recordInput(raw);
+      return;
+    }
+    const s = raw.replace(PASTE_MARKERS, '');
+    const lines: Line[] = [];
+    let last = 0;
+    for (const m of s.matchAll(ENTER)) {
+      lines.push({ text: s.slice(last, m.index), enter: m[0] === '\x0f' ? '\r' : m[0] });
+      last = (m.index ?? 0) + m[0].length;
+    }
+    const tail = s.slice(last);
+    if (lines.length === 0) {
+      await this.keys(tail);
+      return;
+    }
+    const ok = lines.slice(1).every((l) => isPlain(l.text)) ? await this.paste(lines) : await this.oneByOne(lines);
+    if (ok) await this.keys(tail);
+  }
+
+  private async keys(text: string): Promise<void> {
+    if (!text) return;
+    const t = this.h.tracker;
+    if (t.altScreen) {
+      this.h.send(text);
+      this.h.recordInput(text);
+      return;
+    }
+    if (t.awaiting) await t.beginLine();
+    this.h.send(text);
+    t.sent(text);
+    this.inputBuf += text;
+    if (this.inputBuf.length > INPUT_FLUSH) this.flushInput();
+  }
+
+  private async readScreen(): Promise<Reading> {
+    const t = this.h.tracker;
+    await t.settle();
+    const r = t.read();
+    if (r.hidden && !(t.marks && t.atPrompt)) return { kind: 'hidden' };
+    const primary = r.hidden && r.typed !== null ? r.typed : r.primary;
+    if (!primary.trim() && this.pending === null) return { kind: 'empty' };
+    return { kind: 'line', primary, others: r.others };
+  }
+
+  private forwardEnter(enter: string): void {
+    this.h.tracker.lineDone();
+    this.inputBuf += enter;
+    this.flushInput();
+    this.h.send(enter);
+  }
+
+  private join(text: string): string {
+    return this.pending === null ? text : `${this.pending}\n${text}`;
+  }
+
+  /** Keys with editing in them: each line typed, read off the screen and decided in turn. */
+  private async oneByOne(lines: Line[]): Promise<boolean> {
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i]!;
+      await this.keys(l.text);
+      const r = await this.readScreen();
+      if (r.kind === 'empty') {
+        this.forwardEnter(l.enter);
+        continue;
+      }
+      if (r.kind === 'hidden') {
+        this.inputBuf = '';
+        this.h.marker('input hidden (echo off)');
+        this.forwardEnter(l.enter);
+        continue;
+      }
+      const full = this.join(r.primary);
+      if (isIncomplete(full)) {
+        this.pending = full;
+        this.forwardEnter(l.enter);
+        continue;
+      }
+      const res = await this.decide(full, r.others.map((o) => this.join(o)));
+      if (res.run) {
+        this.pending = null;
+        this.forwardEnter(l.enter);
+        continue;
+      }
+      await this.refuse(res.notice, res.decision.effect === 'review', lines.length - 1 - i);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Plain lines after the first: every line is decided before any is sent. The first line is read
+   * off the screen (it may continue what was typed before); the others are taken as written.
+   */
+  private async paste(lines: Line[]): Promise<boolean> {
+    const first = lines[0]!;
+    await this.keys(first.text);
+    const r = await this.readScreen();
+    const rest = lines.slice(1);
+    if (r.kind === 'hidden') {
+      this.inputBuf = '';
+      this.h.marker('input hidden (echo off)');
+      this.forwardEnter(first.enter);
+      if (rest.length === 0) return true;
+      await this.waitPrompt();
+      return this.paste(rest);
+    }
+    // group lines into complete commands (continuations joined) and decide each in order
+    type Group = { command: string; others: string[]; until: number };
+    const groups: Group[] = [];
+    let acc: string | null = this.pending;
+    let accOthers: string[] = [];
+    const all = [first, ...rest];
+    for (let i = 0; i < all.length; i++) {
+      let text: string;
+      let others: string[] = [];
+      if (i === 0) {
+        if (r.kind === 'empty') {
+          groups.push({ command: '', others: [], until: 0 });
+          continue;
+        }
+        text = r.primary;
+        others = r.others;
+      } else text = all[i]!.text;
+      const full = acc === null ? text : `${acc}\n${text}`;
+      const fullOthers = [...accOthers.map((o) => `${o}\n${text}`), ...others.map((o) => (acc === null ? o : `${acc}\n${o}`))];
+      if (!full.trim()) {
+        groups.push({ command: '', others: [], until: i });
+        continue;
+      }
+      if (isIncomplete(full)) {
+        acc = full;
+        accOthers = fullOthers;
+        continue;
+      }
+      groups.push({ command: full, others: fullOthers, until: i });
+      acc = null;
+      accOthers = [];
+    }
+    for (const g of groups) {
+      if (!g.command) continue;
+      const res = await this.decide(g.command, g.others);
+      if (!res.run) {
+        const notSent = all.length - 1;
+        const lines2 = [...res.notice, ...(notSent > 0 ? [`portcullis: nothing of the pasted ${all.length} lines was run`] : [])];
+        await this.refuse(lines2, res.decision.effect === 'review', 0);
+        this.pending = null;
+        return false;
+      }
+    }
+    // all decided: send them, each after the shell is back at its prompt
+    this.forwardEnter(first.enter);
+    this.pending = acc;
+    for (const l of all.slice(1)) {
+      await this.waitPrompt();
+      await this.keys(l.text);
+      this.forwardEnter(l.enter);
+    }
+    return true;
+  }
+
+  private async decide(command: string, others: string[]): Promise<GateResult> {
+    const ctl = new AbortController();
+    this.holdAbort = ctl;
+    try {
+      return await this.h.decide(command, others, ctl.signal);
+    } finally {
+      this.holdAbort = null;
+    }
+  }
+
+  private async refuse(notice: string[], afterHold: boolean, dropped: number): Promise<void> {
+    const t = this.h.tracker;
+    const hadPending = this.pending !== null;
+    this.pending = null;
+    if (!afterHold) {
+      this.h.send('\x05\x15');
+      t.sent('\x05\x15');
+      await t.settle();
+    }
+    const lines = dropped > 0 ? [...notice, `portcullis: the ${dropped} line(s) typed after it were not sent`] : notice;
+    await this.h.notice(lines);
+    this.flushInput();
+    t.lineDone();
+    this.h.send(afterHold || hadPending ? '\x03' : '\r');
+  }
+
+  /** After an Enter: wait for the next prompt (prompt marks), or for the output to settle. */
+  private async waitPrompt(): Promise<void> {
+    const t = this.h.tracker;
+    if (!t.marks) {
+      await t.settle();
+      return;
+    }
+    const t0 = Date.now();
+    while (!t.atPrompt && Date.now() - t0 < 3000 && !this.closed) await new Promise((r) => setTimeout(r, 5));
+    await t.settle();
+  }
+}
