@@ -177,6 +177,7 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     let auth: SshAuthInfo | null = null;
     let login: ReturnType<typeof parseLogin> | null = null;
     let upstream: Upstream | null = null;
+    const onClose: (() => void)[] = [];
     const loginTimer = setTimeout(() => {
       if (!auth) client.end();
     }, opts.loginTimeoutMs ?? 30_000);
@@ -234,6 +235,7 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
         shell: up.shell,
         limits: opts.session ?? {},
         endConnection: () => client.end(),
+        onConnectionClose: (fn) => onClose.push(fn),
       };
       client.on('session', (accept) => attachSession(ctx, accept()));
       client.on('tcpip', (_accept, reject, i) => {
@@ -250,6 +252,7 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     client.on('close', () => {
       clearTimeout(loginTimer);
       clients.delete(client);
+      for (const fn of onClose.splice(0)) fn();
       upstream?.close();
     });
   };

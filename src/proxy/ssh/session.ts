@@ -42,6 +42,8 @@ export interface ConnectionContext {
   limits: SessionLimits;
   /** End the agent's SSH connection (after a kill). */
   endConnection(): void;
+  /** Run `fn` when the agent's connection goes away (channels get no close event then). */
+  onConnectionClose(fn: () => void): void;
 }
 
 /** Shells whose stdin is a script / whose terminal is a command prompt. */
@@ -60,7 +62,8 @@ export function startsBareShell(command: string): boolean {
 }
 
 export function attachSession(ctx: ConnectionContext, s: Session): void {
-  new SshSession(ctx, s);
+  const session = new SshSession(ctx, s);
+  ctx.onConnectionClose(() => void session.channelClosed());
 }
 
 class SshSession {
@@ -146,16 +149,16 @@ class SshSession {
     const ctx = this.ctx;
     const command = ctx.auth.forceCommand ?? requested;
     const meta: Record<string, string> = { connection: ctx.connectionId, channel: command === undefined ? 'shell' : 'exec', pty: this.pty ? `${this.pty.term} ${this.pty.cols}x${this.pty.rows}` : 'no' };
-    if (ctx.auth.forceCommand !== undefined && requested !== undefined) meta.requested = requested.slice(0, 1024);
     try {
+      this.masker = sessionMasker(ctx.core.policy, ctx.identity, ctx.target, ctx.hmacKey);
+      if (ctx.auth.forceCommand !== undefined && requested !== undefined) meta.requested = this.masker.maskText(requested.slice(0, 1024));
       this.info = await ctx.core.openSession({ protocol: 'ssh', target: ctx.target, identity: ctx.identity, remote: ctx.remote, meta, kill: (r) => void this.kill(r) });
       this.rec = ctx.core.record(this.info.id, {
         width: this.pty?.cols ?? 80,
         height: this.pty?.rows ?? 24,
         env: { TERM: this.pty?.term ?? this.env.TERM ?? 'dumb', SHELL: ctx.shell },
-        title: `${ctx.identity.subject} → ${ctx.target}${command !== undefined ? `: ${command.slice(0, 200)}` : ''}`,
+        title: `${ctx.identity.subject} → ${ctx.target}${command !== undefined ? `: ${this.masker.maskText(command.slice(0, 200))}` : ''}`,
       });
-      this.masker = sessionMasker(ctx.core.policy, ctx.identity, ctx.target, ctx.hmacKey);
     } catch (e) {
       ctx.log.error('ssh session could not be opened', { error: (e as Error).message, target: ctx.target });
       return this.failEarly(`cannot open the session (${(e as Error).message}); refusing (fail closed)`);
@@ -417,7 +420,7 @@ class SshSession {
   }
 
   /** The agent closed the channel or went away. */
-  private async channelClosed(): Promise<void> {
+  async channelClosed(): Promise<void> {
     this.abort.abort();
     if (this.finished) return;
     this.closeReason = 'client disconnected';
