@@ -45,8 +45,11 @@ export class RemoteTarget {
     };
     const open = async (start: (c: Client, cb: (err: Error | undefined, ch: ClientChannel) => void) => void): Promise<UpstreamProcess> => {
       const c = await get();
-      const ch = await new Promise<ClientChannel>((res, rej) => start(c, (err, ch) => (err ? rej(new PortcullisError('ssh_upstream_channel', `the target refused the session: ${err.message}`)) : res(ch))));
-      return new RemoteProcess(ch, c);
+      // the process must listen from the callback on: a fast command's exit status can arrive in
+      // the same read as the channel confirmation, before an awaiting caller would run
+      return new Promise<UpstreamProcess>((res, rej) =>
+        start(c, (err, ch) => (err ? rej(new PortcullisError('ssh_upstream_channel', `the target refused the session: ${err.message}`)) : res(new RemoteProcess(ch, c)))),
+      );
     };
     return {
       kind: 'remote',
@@ -167,7 +170,7 @@ class RemoteProcess extends UpstreamProcess {
     ch.stderr.on('data', (d: Buffer) => this.emit('stderr', d));
     ch.on('drain', () => this.emit('drain'));
     ch.on('exit', (code: number | null, signal?: string, coreDumped?: boolean) => {
-      this.exit = code !== null && code !== undefined ? { code } : { code: null, signal: signal ?? 'KILL', coreDumped: coreDumped === true };
+      this.exit = code !== null && code !== undefined ? { code } : { code: null, signal: (signal ?? 'KILL').replace(/^SIG/, ''), coreDumped: coreDumped === true };
     });
     ch.on('end', () => {
       this.ended.out = true;

@@ -269,6 +269,7 @@ class SshSession {
     ch.on('end', () => {
       if (!this.pty) proc.end();
     });
+    proc.begin();
   }
 
   private recordStdin(b: Buffer): void {
@@ -320,6 +321,7 @@ class SshSession {
       this.touch();
       term.input(b);
     });
+    proc.begin();
   }
 
   /** A shell without a terminal: stdin is a script, decided command by command. */
@@ -344,6 +346,7 @@ class SshSession {
       plain.input(b);
     });
     ch.on('end', () => plain.end());
+    proc.begin();
   }
 
   private startTimers(): void {
@@ -405,6 +408,7 @@ class SshSession {
     this.out?.end();
     this.err?.end();
     this.inputMasker?.end();
+    this.inputMasker = null; // input arriving after the end is not recorded (and must not throw)
     if (!this.pty && this.stdinBytes > 0) this.rec?.marker(`stdin: ${this.stdinBytes} bytes`);
     const ch = this.ch;
     if (ch && ch.writable) {

@@ -33,6 +33,23 @@ export interface UpstreamEvents {
 
 export abstract class UpstreamProcess extends EventEmitter<UpstreamEvents> {
   private exited = false;
+  /** Events before the consumer called begin() (a fast program can finish before it listens). */
+  private early: [keyof UpstreamEvents, unknown[]][] | null = [];
+
+  /** The consumer listens now: deliver what happened so far, then everything as it happens. */
+  begin(): void {
+    const q = this.early;
+    this.early = null;
+    for (const [ev, args] of q ?? []) (this.emit as (e: string, ...a: unknown[]) => boolean)(ev, ...args);
+  }
+
+  override emit<K extends keyof UpstreamEvents>(event: K, ...args: UpstreamEvents[K]): boolean {
+    if (this.early) {
+      this.early.push([event, args]);
+      return true;
+    }
+    return super.emit(event as keyof UpstreamEvents, ...(args as never));
+  }
   /** Write to stdin; false: wait for `drain`. */
   abstract write(b: Buffer): boolean;
   /** EOF on stdin. */
