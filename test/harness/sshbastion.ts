@@ -135,6 +135,10 @@ export class Terminal {
     return this.out.length;
   }
 
+  resize(cols: number, rows: number): void {
+    this.p.resize(cols, rows);
+  }
+
   kill(): void {
     try {
       this.p.kill('SIGKILL');
