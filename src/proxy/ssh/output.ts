@@ -4,6 +4,9 @@
 import type { Writable } from 'node:stream';
 import type { Masker, StreamMasker } from '../../masking/index.js';
 
+/** Output chunks this small in a terminal are keystroke echo. */
+const ECHO_SIZED = 8;
+
 export interface OutputPipeOptions {
   masker: Masker;
   /** The agent's side (channel or channel.stderr). */
@@ -26,7 +29,6 @@ export class OutputPipe {
   constructor(private readonly o: OutputPipeOptions) {
     this.sm = o.masker.streamMasker({
       onOutput: (b) => this.emit(b),
-      ...(o.interactive ? { flushAfterMs: 1 } : {}),
       onError: o.onError,
     });
   }
@@ -49,6 +51,9 @@ export class OutputPipe {
   write(b: Buffer): void {
     if (this.ended) return;
     this.sm.write(b);
+    // keystroke echo in a terminal: release it now rather than on the masker's timer (≥ 1 ms);
+    // flush() never leaks — a strong candidate still open (6+ digits of a card, `user@`) is masked
+    if (this.o.interactive && b.length <= ECHO_SIZED && this.sm.heldBytes > 0) this.sm.flush();
   }
 
   /** Text from the bastion itself (already masked), after everything held so far. */

@@ -96,6 +96,7 @@ export class RemoteTarget {
         },
       };
       c.once('ready', () => {
+        c.setNoDelay(true);
         c.removeAllListeners('error');
         c.on('error', (e) => this.opts.log?.warn('ssh upstream connection error', { target: this.opts.name, error: e.message }));
         resolve(c);
