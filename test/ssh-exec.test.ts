@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { startSshd, type Sshd } from './harness/sshd.js';
@@ -234,6 +235,34 @@ describe('exec through the bastion', () => {
     const r = await b.ssh('demo-agent+sandbox', 'echo rfwd', { extra: ['-o', 'ExitOnForwardFailure=yes', '-R', '127.0.0.1:0:127.0.0.1:22'] });
     assert.equal(r.code, 255);
     assert.match(r.stderr, /remote port forwarding failed/i);
+  });
+
+  test('ssh -W / -L: forwards are decided by the policy (allowed port works, others refused)', async () => {
+    const echo = net.createServer((c) => c.pipe(c));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+    const port = (echo.address() as net.AddressInfo).port;
+    try {
+      // the reference policy allows 127.0.0.1:5432 and :8080 only; this test allows the echo port too
+      fs.writeFileSync(
+        path.join(b.root, 'policies', 'test-forward.yaml'),
+        YAML.stringify({ version: 1, scope: { protocol: 'ssh', targets: ['sandbox', 'web'], groups: ['agents'] }, rules: [{ id: 'echo-forward', effect: 'allow', forward: { direction: 'local', hosts: ['127.0.0.1'], ports: [port] } }] }),
+      );
+      assert.equal(b.core.reloadPolicies().ok, true);
+      for (const t of ['sandbox', 'web']) {
+        const ok = await b.ssh(`demo-agent+${t}`, null, { extra: ['-W', `127.0.0.1:${port}`], input: 'through the tunnel\n' });
+        assert.equal(ok.stdout, 'through the tunnel\n', `${t}: ${ok.stderr}`);
+        const no = await b.ssh(`demo-agent+${t}`, null, { extra: ['-W', '127.0.0.1:22'], input: 'x\n' });
+        assert.equal(no.code, 255);
+        assert.match(no.stderr, /stdio forwarding failed/);
+      }
+      const decided = b.audit().filter((e) => e.type === 'request' && (e.request as { forward?: unknown }).forward !== undefined);
+      assert.ok(decided.some((e) => (e.decision as { effect: string }).effect === 'allow'));
+      assert.ok(decided.some((e) => (e.decision as { effect: string }).effect === 'deny'));
+    } finally {
+      fs.rmSync(path.join(b.root, 'policies', 'test-forward.yaml'), { force: true });
+      b.core.reloadPolicies();
+      echo.close();
+    }
   });
 
   test('recordings: one per session, accepted by the real asciinema; a card number never in them', async () => {

@@ -13,7 +13,9 @@
 import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, statSync, writeFileSync } from 'node:fs';
 import { constants as osc } from 'node:os';
+import net from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
+import type { Duplex } from 'node:stream';
 import pty from 'node-pty';
 import { PortcullisError } from '../../policy/types.js';
 import { UpstreamProcess, type PtySpec, type StartOptions, type Upstream, type ExitInfo } from './upstream.js';
@@ -134,6 +136,15 @@ export class LocalTarget {
         if (!o.pty) return Promise.resolve(this.spawnPlainArgs([this.cfg.shell, ...(this.rcfile ? ['--noprofile', '--norc'] : []), '-s'], o));
         return Promise.resolve(this.spawnPty([this.cfg.shell, ...args], o.pty, o.env));
       },
+      forward: (host, port) =>
+        new Promise<Duplex>((res, rej) => {
+          const sock = net.connect({ host, port });
+          sock.once('connect', () => {
+            sock.off('error', rej);
+            res(sock);
+          });
+          sock.once('error', rej);
+        }),
       close: () => undefined,
     };
   }

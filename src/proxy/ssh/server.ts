@@ -10,8 +10,9 @@
 //   default target from the config is used (`ssh.default_targets`).
 // - Per connection: `handleConnection` is fed by the listener, and by `injectSocket(stream)` for
 //   any duplex stream — the way a ProxyJump (`direct-tcpip` terminated by the bastion) will feed
-//   the inner connection through exactly the same code. Until then `direct-tcpip`,
-//   `tcpip-forward`, streamlocal, subsystems (SFTP), agent forwarding and X11 are refused.
+//   the inner connection through exactly the same code. `direct-tcpip` (`-L`, `-W`) is decided by
+//   the policy's `forward` rules (forward.ts); `tcpip-forward` (`-R`) is decided and audited but
+//   refused (not carried out yet), as are streamlocal, subsystems (SFTP), agent forwarding and X11.
 // - Per session channel (session.ts): one core session (audited), one asciicast recording, the
 //   command decided (gate.ts) before the target sees anything, the target's output masked
 //   (output.ts) before it reaches the agent and the recording. Exec input is data; a terminal is
@@ -34,6 +35,7 @@ import { sshMpint, sshString, verifySshSignature, normalizeAddress } from '../..
 import { CERT_ALGORITHMS } from '../../identity/ssh-cert.js';
 import { initFacts } from '../../policy/actions.js';
 import { PortcullisError } from '../../policy/types.js';
+import { forwardLocal, type ForwardContext } from './forward.js';
 import { loadHostKeys, type HostKey } from './hostkeys.js';
 import { KnownHosts } from './knownhosts.js';
 import { LocalTarget } from './local.js';
@@ -257,13 +259,17 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
         onConnectionClose: (fn) => onClose.push(fn),
       };
       client.on('session', (accept) => attachSession(ctx, accept()));
-      client.on('tcpip', (_accept, reject, i) => {
-        log.info('ssh: direct-tcpip refused', { remote, subject: a.identity.subject, dest: `${i.destIP}:${i.destPort}` });
-        reject();
-      });
+      const gone = new AbortController();
+      onClose.push(() => gone.abort());
+      const fctx: ForwardContext = { core, log, identity: a.identity, target, remote, upstream: ctx.upstream, signal: gone.signal };
+      client.on('tcpip', (accept, reject, i) => void forwardLocal(fctx, i, accept, reject).catch((e: unknown) => log.error('ssh forward failed', { error: String(e) })));
       client.on('openssh.streamlocal', (_accept, reject) => reject());
-      client.on('request', (_accept, reject, name) => {
-        log.info('ssh: global request refused', { remote, subject: a.identity.subject, request: name });
+      client.on('request', (_accept, reject, name, info) => {
+        // `-R`: decided (and audited) like any forward; carrying it out is not supported yet
+        if (name === 'tcpip-forward' && 'bindAddr' in info) {
+          const req = { protocol: 'ssh' as const, identity: a.identity, target, forward: { direction: 'remote' as const, host: info.bindAddr, port: info.bindPort } };
+          void core.decide(null, req).then(({ decision }) => log.info('ssh: remote forward refused', { remote, subject: a.identity.subject, bind: `${info.bindAddr}:${info.bindPort}`, decision: decision.effect, rule: decision.rule, why: decision.effect === 'allow' ? 'remote forwarding is not supported yet' : decision.reason }));
+        } else log.info('ssh: global request refused', { remote, subject: a.identity.subject, request: name });
         reject?.();
       });
     });

@@ -3,6 +3,7 @@
 // session code only sees `UpstreamProcess`: bytes out (stdout, stderr), bytes in, EOF, window
 // changes, signals, and one `exit` after the last output byte.
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 
 export interface PtySpec {
   term: string;
@@ -85,6 +86,8 @@ export interface Upstream {
   readonly kind: 'local' | 'remote';
   exec(command: string, o: StartOptions): Promise<UpstreamProcess>;
   shell(o: StartOptions): Promise<UpstreamProcess>;
+  /** A TCP connection to host:port as seen from the target (`ssh -L` / `-W`, once policy allows it). */
+  forward(host: string, port: number, origin: { ip: string; port: number }): Promise<Duplex>;
   /** Prompt markers (OSC 133) are known to come with this target's interactive shell. */
   readonly promptMarks: boolean;
   close(): void;
