@@ -177,6 +177,66 @@ describe('interactive shell: Enter is held until the line is decided', () => {
     }
   });
 
+  test('a refused line is abandoned whatever the editing mode (vi mode, cursor mid-line, paste mode)', async () => {
+    fs.mkdirSync(path.join(sandbox, 'x'), { recursive: true });
+    const t = await open();
+    try {
+      await line(t, 'set -o vi\r');
+      // vi mode, cursor moved back to the middle: Ctrl-U alone would leave "rm -rf x" behind
+      await t.type('true;rm -rf x');
+      let shown = await line(t, '\x1b' + 'F;' + '\r');
+      assert.match(shown, /portcullis: blocked by \S+:no-recursive-or-forced-rm/);
+      shown = await line(t, 'echo after\r');
+      assert.match(shown, /\nafter\n/);
+      await line(t, 'set -o emacs\r');
+      // a bracketed-paste start split over two reads, far apart: the shell is in paste mode
+      t.write('\x1b[20');
+      await new Promise((r) => setTimeout(r, 120));
+      t.write('0~ls\rrm -rf x');
+      await new Promise((r) => setTimeout(r, 300));
+      shown = await line(t, '\x1b[201~\r');
+      assert.match(shown, /portcullis: blocked by \S+:no-recursive-or-forced-rm/);
+      assert.ok(fs.existsSync(path.join(sandbox, 'x')));
+    } finally {
+      await close(t);
+    }
+  });
+
+  test('a line typed blind (echo off, a shell that does not echo) is still decided', async () => {
+    fs.mkdirSync(path.join(sandbox, 'x'), { recursive: true });
+    const t = await open();
+    try {
+      const from = t.mark();
+      t.write("stty -echo; PS1='blind$ ' dash\r");
+      await t.waitFor(/blind\$ $/, 5000, from);
+      const shown = await line(t, 'rm -rf x\r', { prompt: /blind\$ $/ });
+      assert.match(shown, /portcullis: blocked by \S+:no-recursive-or-forced-rm/);
+      assert.ok(fs.existsSync(path.join(sandbox, 'x')));
+      t.write('exit\r');
+      await t.waitFor(PROMPT, 5000, from);
+      await line(t, 'stty echo\r');
+    } finally {
+      await close(t);
+    }
+  });
+
+  test('a target where a refused line cannot be cancelled (no interrupts) is closed, fail closed', async () => {
+    fs.mkdirSync(path.join(sandbox, 'x'), { recursive: true });
+    const t = await open();
+    try {
+      const from = t.mark();
+      t.write('stty raw -isig; cat\r');
+      await new Promise((r) => setTimeout(r, 500));
+      t.write('rm -rf x\r');
+      await t.waitFor(/could not be cancelled at the target/, 10_000, from);
+      const code = await Promise.race([t.exited, new Promise<number>((r) => setTimeout(() => r(-1), 10_000))]);
+      assert.equal(code, 255);
+      assert.ok(fs.existsSync(path.join(sandbox, 'x')));
+    } finally {
+      t.kill();
+    }
+  });
+
   test('tab completion lands in the decided line', async () => {
     fs.writeFileSync(path.join(sandbox, 'longname-for-completion'), 'x');
     const t = await open();

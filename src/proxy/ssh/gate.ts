@@ -53,6 +53,11 @@ export function strictestReading(ctx: Pick<GateContext, 'core' | 'identity' | 't
   return best;
 }
 
+/** Would the current policy allow `command`? A pure check (no audit event, nothing held). */
+export function wouldAllow(ctx: Pick<GateContext, 'core' | 'identity' | 'target' | 'reason'>, command: string): boolean {
+  return evaluate(ctx.core.policy, request(ctx as GateContext, command)).decision.effect === 'allow';
+}
+
 export function blockedLines(ctx: Pick<GateContext, 'masker'>, d: Decision, extra: Parameters<typeof outcomeOf>[1] = {}): string[] {
   const m = (s: string) => ctx.masker.maskText(s);
   const o = outcomeOf(d, extra);

@@ -10,10 +10,11 @@
 // - Without (remote targets): the line starts where the cursor is when the user types the first
 //   key of a line, once the target's output has gone quiet (`settle()`); the prompt is what the
 //   target printed before.
-// Either way a command can print a fake mark or a fake prompt; the session therefore also decides
-// the other readings of the screen line (`candidates()`): the whole row from column 0, every part
-// after a prompt-like `$ `, `# `, `% `, `> `, and the keystrokes themselves when they were plain
-// typing. The strictest decision among the readings that parse wins.
+// Either way a command can print a fake mark or a fake prompt, and a line can hold several screen
+// rows; the session therefore also decides the other readings (`LineReading.others`): from the
+// start to the last row in use, the whole rows of the start and of the cursor from column 0,
+// every part of them after a prompt-like `$ `, `# `, `% `, `> `, and the keystrokes themselves
+// when they were plain typing. The strictest decision among the readings that parse wins.
 //
 // Alternate screen (vim, less, top): `altScreen` is true; keystrokes are not command lines.
 // Echo off (password prompts): printable keys were typed but nothing appeared on the line.
@@ -174,33 +175,54 @@ export class LineTracker {
   read(): LineReading {
     const b = this.term.buffer.active;
     const typed = this.typed.text;
+    const top = (y: number) => {
+      while (y > 0 && b.getLine(y)?.isWrapped) y--;
+      return y;
+    };
+    const cursorRow = top(b.baseY + b.cursorY);
+    const rows = new Set<string>([this.logical(cursorRow, 0)]);
     let primary: string;
-    let whole: string;
+    const others = new Set<string>();
     if (this.start && !this.start.marker.isDisposed && this.start.marker.line >= 0) {
       const y0 = this.start.marker.line;
       primary = this.logical(y0, this.start.col);
-      let top = y0;
-      while (top > 0 && b.getLine(top)?.isWrapped) top--;
-      whole = this.logical(top, 0);
+      rows.add(this.logical(top(y0), 0));
+      // a buffer holding several lines (a literal newline in it) spans rows that are not wrapped
+      const all = this.region(y0, this.start.col);
+      if (all !== primary) others.add(all);
     } else {
       // no line start known (Enter before any key): only text after a prompt-like mark counts
-      const y = b.baseY + b.cursorY;
-      let top = y;
-      while (top > 0 && b.getLine(top)?.isWrapped) top--;
-      whole = this.logical(top, 0);
+      const whole = this.logical(cursorRow, 0);
       const marks = [...whole.matchAll(/[$#%>] /g)];
       primary = marks.length ? whole.slice((marks[marks.length - 1]!.index ?? 0) + 2).trim() : '';
     }
-    const others = new Set<string>();
-    if (whole && whole !== primary) others.add(whole);
-    for (const m of whole.matchAll(/[$#%>] /g)) {
-      const rest = whole.slice((m.index ?? 0) + 2).trim();
-      if (rest) others.add(rest);
+    for (const whole of rows) {
+      if (whole) others.add(whole);
+      for (const m of whole.matchAll(/[$#%>] /g)) {
+        const rest = whole.slice((m.index ?? 0) + 2).trim();
+        if (rest) others.add(rest);
+      }
     }
     if (typed !== null && typed.trim()) others.add(typed.trim());
     others.delete(primary);
     const hidden = this.typed.printable > 0 && primary.trim() === '';
     return { primary, others: [...others], hidden, typed };
+  }
+
+  /** Text from (y, col) to the last non-blank row of the screen: wrapped rows joined, others on new lines. */
+  private region(y: number, col: number): string {
+    const b = this.term.buffer.active;
+    const parts: string[] = [];
+    let y1 = y;
+    for (let yy = y; yy < b.length; yy++) if (b.getLine(yy)?.translateToString(true).trim()) y1 = yy;
+    for (let yy = y; yy <= y1; yy++) {
+      const l = b.getLine(yy);
+      if (!l) break;
+      const text = l.translateToString(false, yy === y ? col : 0);
+      if (yy > y && !l.isWrapped) parts.push('\n');
+      parts.push(yy < y1 && b.getLine(yy + 1)?.isWrapped ? text : text.trimEnd());
+    }
+    return parts.join('').trimEnd();
   }
 
   private logical(y: number, col: number): string {
@@ -212,6 +234,26 @@ export class LineTracker {
       text += l.translateToString(false);
     }
     return text.trimEnd();
+  }
+
+  /** Absolute row of the cursor (parsed output so far). */
+  cursorRow(): number {
+    const b = this.term.buffer.active;
+    return b.baseY + b.cursorY;
+  }
+
+  /**
+   * After a line was cancelled: wait for a fresh prompt below `row` — the output settled with the
+   * cursor on a later row, after some text (the prompt of whatever program reads the terminal).
+   */
+  async freshPrompt(row: number, timeoutMs = 2000): Promise<boolean> {
+    const t0 = Date.now();
+    while (Date.now() - t0 < timeoutMs) {
+      await this.settle();
+      if (this.cursorRow() > row && this.term.buffer.active.cursorX > 0) return true;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return false;
   }
 
   /** Enter was forwarded (or the line cancelled): the next line starts at the next prompt. */

@@ -11,7 +11,7 @@ import type { SshAuthInfo } from '../../identity/index.js';
 import type { Masker, StreamMasker } from '../../masking/index.js';
 import { shellFactsCached } from '../../policy/shell/index.js';
 import type { Identity } from '../../policy/types.js';
-import { gate, strictestReading, type GateContext, type GateResult } from './gate.js';
+import { gate, strictestReading, wouldAllow, type GateContext, type GateResult } from './gate.js';
 import { LineTracker } from './linetracker.js';
 import { sessionMasker } from './masks.js';
 import { OutputPipe } from './output.js';
@@ -129,7 +129,7 @@ class SshSession {
   private refuseChannel(accept: () => ServerChannel, message: string): void {
     if (this.started) return;
     this.started = true;
-    const ch = accept() as ServerChannel;
+    const ch = accept();
     ch.stderr.write(`portcullis: ${message}\r\n`);
     ch.exit(1);
     ch.end();
@@ -163,7 +163,11 @@ class SshSession {
       ctx.log.error('ssh session could not be opened', { error: (e as Error).message, target: ctx.target });
       return this.failEarly(`cannot open the session (${(e as Error).message}); refusing (fail closed)`);
     }
-    if (this.finished) return; // the agent went away meanwhile
+    if (this.finished) {
+      // the agent went away while the session was being opened
+      await ctx.core.closeSession(this.info.id, 'client disconnected').catch(() => undefined);
+      return;
+    }
     const masker = this.masker;
     const onError = (e: unknown) => ctx.log.error('ssh output masking failed', { session: this.info?.id, error: String(e) });
     this.out = new OutputPipe({ masker, sink: ch, record: (b) => this.rec?.output(b, 'stdout'), onFull: () => this.proc?.pause(), onDrain: () => this.proc?.resume(), interactive: !!this.pty, onError });
@@ -192,6 +196,10 @@ class SshSession {
     };
     if (this.reason !== undefined) g.reason = this.reason;
     return g;
+  }
+
+  private policyContext(): Pick<GateContext, 'core' | 'identity' | 'target' | 'reason'> {
+    return { core: this.ctx.core, identity: this.ctx.identity, target: this.ctx.target, ...(this.reason !== undefined ? { reason: this.reason } : {}) };
   }
 
   private async decide(command: string, onHeld: (lines: string[]) => void, signal?: AbortSignal): Promise<GateResult> {
@@ -300,8 +308,9 @@ class SshSession {
         this.out?.notice(text);
         await tracker.feedNotice(text);
       },
+      wouldAllow: (command) => wouldAllow(this.policyContext(), command),
       decide: (command, others, signal) => {
-        const pick = strictestReading({ core: this.ctx.core, identity: this.ctx.identity, target: this.ctx.target, ...(this.reason !== undefined ? { reason: this.reason } : {}) }, command, others);
+        const pick = strictestReading(this.policyContext(), command, others);
         return this.decide(
           pick,
           (lines) => {
@@ -315,6 +324,7 @@ class SshSession {
       recordInput: (s) => this.inputMasker?.write(s),
       marker: (l) => this.rec?.marker(l),
       fail: (e) => void this.failed(e),
+      abandon: (message) => void this.kill(message),
     });
     this.term = term;
     ch.on('data', (b: Buffer) => {

@@ -2,11 +2,11 @@
 // history and completion work), but **Enter is held** until the line — read off the terminal
 // screen (linetracker.ts) — is decided:
 //   allow  → the Enter is forwarded;
-//   deny   → the line is cancelled at the target (Ctrl-E Ctrl-U: end of line, kill line), the
-//            reason is printed inline, and an empty Enter brings a fresh prompt (Ctrl-C instead
-//            when the shell holds earlier continuation lines, so nothing of them runs either);
+//   deny   → the reason is printed inline and the line is cancelled at the target (Ctrl-E Ctrl-U
+//            Ctrl-C: the whole buffer, continuation lines included, is abandoned); the target must
+//            come back with a fresh prompt, else the session is closed (fail closed);
 //   review → a notice with the approval id is printed and the Enter waits for the operator
-//            (Ctrl-C from the agent abandons the wait); refused → Ctrl-C cancels the line.
+//            (Ctrl-C from the agent abandons the wait); refused → cancelled as for deny.
 // A line the shell cannot run yet (open quote, `for` without `done`, here-document) is forwarded
 // as a continuation and decided together with the following lines once it is complete.
 // Pastes: several lines in one read are decided line by line before any line is sent; if one is
@@ -30,11 +30,15 @@ export interface TerminalHost {
   notice(lines: string[]): Promise<void>;
   /** Decide (and hold) one command line; `others` are alternative readings of it. `abort` ends a hold. */
   decide(command: string, others: string[], abort: AbortSignal): Promise<GateResult>;
+  /** Would the policy allow this command line (a pure check: no audit event)? */
+  wouldAllow(command: string): boolean;
   /** Keystrokes for the recording (masked there). */
   recordInput(s: string): void;
   marker(label: string): void;
   /** An internal error: the session ends (fail closed). */
   fail(e: unknown): void;
+  /** The target cannot be brought back to a known state: end the session with this message. */
+  abandon(message: string): void;
 }
 
 interface Line {
@@ -42,13 +46,17 @@ interface Line {
   enter: string;
 }
 
-type Reading = { kind: 'empty' } | { kind: 'hidden' } | { kind: 'line'; primary: string; others: string[] };
+type Reading = { kind: 'empty' } | { kind: 'hidden'; typed: string } | { kind: 'line'; primary: string; others: string[] };
 
 // eslint-disable-next-line no-control-regex -- Enter keys (CR, LF, Ctrl-O)
 const ENTER = /\r\n|\r|\n|\x0f/g;
 // eslint-disable-next-line no-control-regex -- bracketed-paste markers
 const PASTE_MARKERS = /\x1b\[20[01]~/g;
+// eslint-disable-next-line no-control-regex -- the start of a marker at the end of a read
+const PARTIAL_MARKER = /\x1b(\[(2(0[01]?)?)?)?$/;
 const INPUT_FLUSH = 4096;
+/** End of line, kill line, interrupt. */
+const CANCEL = '\x05\x15\x03';
 
 /** Plain typing: printable characters only (a paste of ordinary lines). */
 function isPlain(s: string): boolean {
@@ -64,6 +72,10 @@ export class TerminalLines {
   private inputBuf = '';
   private holdAbort: AbortController | null = null;
   private closed = false;
+  private carry = '';
+  private carryTimer: NodeJS.Timeout | null = null;
+  /** The last bytes sent to the target. */
+  private sentTail = '';
 
   constructor(private readonly h: TerminalHost) {}
 
@@ -71,8 +83,29 @@ export class TerminalLines {
   input(b: Buffer): void {
     if (this.closed) return;
     if (this.holdAbort && b.includes(0x03)) this.holdAbort.abort();
-    const s = this.decoder.write(b);
-    if (!s) return;
+    let s = this.carry + this.decoder.write(b);
+    this.carry = '';
+    if (this.carryTimer) clearTimeout(this.carryTimer);
+    this.carryTimer = null;
+    // a bracketed-paste marker split over two reads is put back together so it can be dropped
+    // (not a safety boundary: in paste mode every forwarded line was still decided, and a refusal
+    // interrupts the shell, which abandons a paste too)
+    const partial = PARTIAL_MARKER.exec(s);
+    if (partial) {
+      this.carry = partial[0];
+      s = s.slice(0, partial.index);
+      this.carryTimer = setTimeout(() => {
+        const c = this.carry;
+        this.carry = '';
+        if (c) this.enqueue(c);
+      }, 30);
+      this.carryTimer.unref();
+    }
+    if (s) this.enqueue(s);
+  }
+
+  private enqueue(s: string): void {
+    if (this.closed) return;
     this.queue = this.queue.then(() => this.handle(s)).catch((e: unknown) => this.h.fail(e));
   }
 
@@ -83,6 +116,7 @@ export class TerminalLines {
 
   close(): void {
     this.closed = true;
+    if (this.carryTimer) clearTimeout(this.carryTimer);
     this.holdAbort?.abort();
     this.flushInput();
   }
@@ -97,11 +131,11 @@ export class TerminalLines {
     const t = this.h.tracker;
     if (t.altScreen) {
       this.flushInput();
-      this.h.send(raw);
+      this.send(raw);
       this.h.recordInput(raw);
       return;
     }
-    const s = raw.replace(PASTE_MARKERS, '');
+    const s = this.unmark(raw);
     const lines: Line[] = [];
     let last = 0;
     for (const m of s.matchAll(ENTER)) {
@@ -117,16 +151,41 @@ export class TerminalLines {
     if (ok) await this.keys(tail);
   }
 
+  /**
+   * Drop bracketed-paste markers, also one completed by bytes already sent: whatever the timing,
+   * the shell never switches to paste mode (where Enter does not run the line and our cancel keys
+   * would be taken literally).
+   */
+  private unmark(raw: string): string {
+    const tail = this.sentTail;
+    const all = tail + raw;
+    let out = '';
+    let at = tail.length;
+    for (const m of all.matchAll(PASTE_MARKERS)) {
+      const end = (m.index ?? 0) + m[0].length;
+      if (end <= tail.length) continue;
+      out += all.slice(at, Math.max(at, m.index ?? 0));
+      at = end;
+    }
+    return out + all.slice(at);
+  }
+
+  /** Every byte to the target goes here (keeps the tail unmark() looks at). */
+  private send(s: string): void {
+    this.sentTail = (this.sentTail + s).slice(-8);
+    this.h.send(s);
+  }
+
   private async keys(text: string): Promise<void> {
     if (!text) return;
     const t = this.h.tracker;
     if (t.altScreen) {
-      this.h.send(text);
+      this.send(text);
       this.h.recordInput(text);
       return;
     }
     if (t.awaiting) await t.beginLine();
-    this.h.send(text);
+    this.send(text);
     t.sent(text);
     this.inputBuf += text;
     if (this.inputBuf.length > INPUT_FLUSH) this.flushInput();
@@ -136,17 +195,47 @@ export class TerminalLines {
     const t = this.h.tracker;
     await t.settle();
     const r = t.read();
-    if (r.hidden && !(t.marks && t.atPrompt)) return { kind: 'hidden' };
-    const primary = r.hidden && r.typed !== null ? r.typed : r.primary;
-    if (!primary.trim() && this.pending === null) return { kind: 'empty' };
-    return { kind: 'line', primary, others: r.others };
+    if (r.hidden) {
+      // printable keys went in, nothing shows: echo is off. At the shell's own prompt that is a
+      // command typed blind; elsewhere most likely a password (see hidden())
+      if (t.marks && t.atPrompt) return { kind: 'line', primary: r.typed ?? '', others: [] };
+      return { kind: 'hidden', typed: r.typed ?? '' };
+    }
+    if (!r.primary.trim() && this.pending === null && (r.typed === null || !r.typed.trim())) return { kind: 'empty' };
+    return { kind: 'line', primary: r.primary, others: r.others };
+  }
+
+  /**
+   * A line typed with echo off. A password is what the program is after, normally: it is passed on
+   * without an audit event, and not recorded (a marker says so) — as long as the policy would
+   * allow it as a command. Otherwise it is decided (and audited) like any line: typing a command
+   * blind (`stty -echo`, then a shell that does not echo) does not get around the policy.
+   */
+  private async hidden(typed: string, enter: string, dropped: number): Promise<boolean> {
+    const full = this.join(typed);
+    if (typed.trim() && this.h.wouldAllow(full)) {
+      this.inputBuf = '';
+      this.h.marker('input hidden (echo off)');
+      this.pending = null;
+      this.forwardEnter(enter);
+      return true;
+    }
+    const res = await this.decide(full, []);
+    this.inputBuf = '';
+    if (res.run) {
+      this.pending = null;
+      this.forwardEnter(enter);
+      return true;
+    }
+    await this.refuse(res.notice, dropped);
+    return false;
   }
 
   private forwardEnter(enter: string): void {
     this.h.tracker.lineDone();
     this.inputBuf += enter;
     this.flushInput();
-    this.h.send(enter);
+    this.send(enter);
   }
 
   private join(text: string): string {
@@ -164,10 +253,8 @@ export class TerminalLines {
         continue;
       }
       if (r.kind === 'hidden') {
-        this.inputBuf = '';
-        this.h.marker('input hidden (echo off)');
-        this.forwardEnter(l.enter);
-        continue;
+        if (await this.hidden(r.typed, l.enter, lines.length - 1 - i)) continue;
+        return false;
       }
       const full = this.join(r.primary);
       if (isIncomplete(full)) {
@@ -181,7 +268,7 @@ export class TerminalLines {
         this.forwardEnter(l.enter);
         continue;
       }
-      await this.refuse(res.notice, res.decision.effect === 'review', lines.length - 1 - i);
+      await this.refuse(res.notice, lines.length - 1 - i);
       return false;
     }
     return true;
@@ -197,9 +284,7 @@ export class TerminalLines {
     const r = await this.readScreen();
     const rest = lines.slice(1);
     if (r.kind === 'hidden') {
-      this.inputBuf = '';
-      this.h.marker('input hidden (echo off)');
-      this.forwardEnter(first.enter);
+      if (!(await this.hidden(r.typed, first.enter, rest.length))) return false;
       if (rest.length === 0) return true;
       await this.waitPrompt();
       return this.paste(rest);
@@ -242,7 +327,7 @@ export class TerminalLines {
       if (!res.run) {
         const notSent = all.length - 1;
         const lines2 = [...res.notice, ...(notSent > 0 ? [`portcullis: nothing of the pasted ${all.length} lines was run`] : [])];
-        await this.refuse(lines2, res.decision.effect === 'review', 0);
+        await this.refuse(lines2, 0);
         this.pending = null;
         return false;
       }
@@ -268,20 +353,25 @@ export class TerminalLines {
     }
   }
 
-  private async refuse(notice: string[], afterHold: boolean, dropped: number): Promise<void> {
+  /**
+   * Refuse the line being edited: the reason is printed, then the line is cancelled at the target
+   * (Ctrl-E Ctrl-U, then Ctrl-C, which abandons the whole buffer in any editing mode), and the
+   * target must show a fresh prompt; if it does not (interrupts disabled with `stty -isig`, a
+   * program that ignores them), the text may still sit in its buffer: the session is ended.
+   */
+  private async refuse(notice: string[], dropped: number): Promise<void> {
     const t = this.h.tracker;
-    const hadPending = this.pending !== null;
     this.pending = null;
-    if (!afterHold) {
-      this.h.send('\x05\x15');
-      t.sent('\x05\x15');
-      await t.settle();
-    }
     const lines = dropped > 0 ? [...notice, `portcullis: the ${dropped} line(s) typed after it were not sent`] : notice;
     await this.h.notice(lines);
     this.flushInput();
+    const row = t.cursorRow();
     t.lineDone();
-    this.h.send(afterHold || hadPending ? '\x03' : '\r');
+    this.send(CANCEL);
+    if (!(await t.freshPrompt(row))) {
+      this.closed = true;
+      this.h.abandon('the refused line could not be cancelled at the target (no fresh prompt after Ctrl-C); closing the session (fail closed)');
+    }
   }
 
   /** After an Enter: wait for the next prompt (prompt marks), or for the output to settle. */
