@@ -4,7 +4,6 @@
 // src/identity/credentials.ts). One upstream connection per agent connection, opened when the
 // first session needs it; its channels carry the agent's sessions.
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
-import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import { PortcullisError } from '../../policy/types.js';
 import type { SshCredentials } from '../../identity/credentials.js';
@@ -72,13 +71,14 @@ export class RemoteTarget {
     };
   }
 
-  private login(): Promise<Client> {
+  private async login(): Promise<Client> {
     const creds = this.opts.credentials();
     if (creds.kind !== 'remote' || !creds.host || !creds.user || !creds.privateKey) {
-      return Promise.reject(new PortcullisError('ssh_upstream_config', `target ${this.opts.name}: needs host, user and a private key or the upstream CA`));
+      throw new PortcullisError('ssh_upstream_config', `target ${this.opts.name}: needs host, user and a private key or the upstream CA`);
     }
     const host = creds.host;
     const port = creds.port ?? 22;
+    const sendPacket = creds.certificate ? await ssh2SendPacket() : null;
     const c = new Client();
     return new Promise<Client>((resolve, reject) => {
       let hostKeyProblem: string | null = null;
@@ -111,7 +111,7 @@ export class RemoteTarget {
         reject(new PortcullisError('ssh_upstream_connect', `cannot log in to target ${this.opts.name} (${host}:${port}): ${why}`));
       });
       c.connect(cfg);
-      if (creds.certificate) useCertificate(c, creds.certificate, creds.privateKey!.reveal());
+      if (creds.certificate) useCertificate(c, creds.certificate, creds.privateKey!.reveal(), sendPacket);
     });
   }
 }
@@ -130,15 +130,20 @@ type Ssh2Protocol = {
  * the certified key. It relies on ssh2 1.x internals (checked here; the login fails closed with a
  * clear error when they change).
  */
-function useCertificate(c: Client, certLine: string, privateKeyText: string): void {
+/** ssh2's packet sender (internal; loaded once, null when this ssh2 version has none). */
+let sendPacketFn: Promise<((p: unknown, packet: Buffer) => void) | null> | null = null;
+function ssh2SendPacket(): Promise<((p: unknown, packet: Buffer) => void) | null> {
+  sendPacketFn ??= import('ssh2/lib/protocol/utils.js')
+    .then((m: { sendPacket?: unknown; default?: { sendPacket?: unknown } }) => {
+      const f = m.sendPacket ?? m.default?.sendPacket;
+      return typeof f === 'function' ? (f as (p: unknown, packet: Buffer) => void) : null;
+    })
+    .catch(() => null);
+  return sendPacketFn;
+}
+
+function useCertificate(c: Client, certLine: string, privateKeyText: string, sendPacket: ((p: unknown, packet: Buffer) => void) | null): void {
   const proto = (c as unknown as { _protocol?: Ssh2Protocol })._protocol;
-  const req = createRequire(import.meta.url);
-  let sendPacket: ((p: unknown, packet: Buffer) => void) | undefined;
-  try {
-    sendPacket = (req('ssh2/lib/protocol/utils.js') as { sendPacket?: (p: unknown, packet: Buffer) => void }).sendPacket;
-  } catch {
-    sendPacket = undefined;
-  }
   const parts = certLine.trim().split(/\s+/);
   const blob = Buffer.from(parts[1] ?? '', 'base64');
   const algo = certificateType(blob);

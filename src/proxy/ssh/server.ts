@@ -22,7 +22,6 @@
 //   and remote hosts over an ssh2 client (remote.ts) with the target's key or a bastion-issued
 //   short-lived certificate; remote host keys are pinned or learned once (knownhosts.ts).
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthContext, CipherAlgorithm, Connection, ServerConfig } from 'ssh2';
@@ -90,10 +89,10 @@ export interface SshProxy {
  * prefer it whenever the server lists it, and ssh2's implementation of it runs at less than half
  * the speed of AES-GCM / AES-CTR (AES-NI through OpenSSL) — measured by bench/ssh.bench.ts.
  */
-function cpuHasAes(): boolean {
+async function cpuHasAes(): Promise<boolean> {
   try {
-    const features = createRequire(import.meta.url)('cpu-features') as () => { flags?: Record<string, boolean> };
-    return features().flags?.aes === true;
+    const m = (await import('cpu-features')) as { default?: () => { flags?: Record<string, boolean> } };
+    return typeof m.default === 'function' && m.default().flags?.aes === true;
   } catch {
     return false;
   }
@@ -101,13 +100,13 @@ function cpuHasAes(): boolean {
 
 const AES: CipherAlgorithm[] = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr'];
 
-const ALGORITHMS: ServerConfig['algorithms'] = {
+const algorithms = (aes: boolean): ServerConfig['algorithms'] => ({
   kex: ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256', 'ecdh-sha2-nistp384', 'ecdh-sha2-nistp521', 'diffie-hellman-group16-sha512', 'diffie-hellman-group18-sha512', 'diffie-hellman-group14-sha256'],
-  cipher: cpuHasAes() ? AES : ['chacha20-poly1305@openssh.com', ...AES],
+  cipher: aes ? AES : ['chacha20-poly1305@openssh.com', ...AES],
   serverHostKey: ['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256'],
   hmac: ['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-512'],
   compress: ['none'],
-};
+});
 
 /** DER `SEQUENCE { INTEGER r, INTEGER s }` (ssh2 hands ECDSA signatures over like this) → r, s. */
 function derRS(der: Buffer): [Buffer, Buffer] | null {
@@ -282,7 +281,7 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     });
   };
 
-  const server = new Server({ hostKeys: hostKeys.map((k) => k.privateKey), algorithms: ALGORITHMS, ident: 'Portcullis', keepaliveInterval: 30_000, keepaliveCountMax: 4 } as ServerConfig, (client, info) =>
+  const server = new Server({ hostKeys: hostKeys.map((k) => k.privateKey), algorithms: algorithms(await cpuHasAes()), ident: 'Portcullis', keepaliveInterval: 30_000, keepaliveCountMax: 4 } as ServerConfig, (client, info) =>
     handleConnection(client, { ip: info.ip }),
   );
   server.on('error', (e: Error) => log.error('ssh listener error', { error: e.message }));
