@@ -237,6 +237,20 @@ describe('interactive shell: Enter is held until the line is decided', () => {
     }
   });
 
+  test('a key rebound to run the line (bind … accept-line) ends the session', async () => {
+    const t = await open();
+    try {
+      await line(t, `bind '"\\C-t": accept-line'\r`);
+      const from = t.mark();
+      t.write('echo unheld-run\x14');
+      await t.waitFor(/not entered with Enter/, 10_000, from);
+      const code = await Promise.race([t.exited, new Promise<number>((r) => setTimeout(() => r(-1), 10_000))]);
+      assert.equal(code, 255);
+    } finally {
+      t.kill();
+    }
+  });
+
   test('tab completion lands in the decided line', async () => {
     fs.writeFileSync(path.join(sandbox, 'longname-for-completion'), 'x');
     const t = await open();

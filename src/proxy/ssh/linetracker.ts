@@ -84,6 +84,8 @@ export class LineTracker {
   marks = false;
   /** Between a prompt-end mark and the next command-start mark (or Enter). */
   atPrompt = false;
+  /** The shell (prompt marks) started a command that no Enter of ours let through. */
+  onUnheldRun: (() => void) | null = null;
 
   constructor(cols: number, rows: number) {
     this.term = new Terminal({ cols: Math.max(2, cols), rows: Math.max(1, rows), scrollback: 2000, allowProposedApi: true });
@@ -94,6 +96,9 @@ export class LineTracker {
         this.atPrompt = true;
         if (this.state === 'awaiting') this.setStart();
       } else if (kind === 'C') {
+        // the shell starts a command: after one of our Enters the state is 'awaiting'; while a line
+        // is being edited it means a key other than Enter ran it (a rebound key)
+        if (this.state === 'editing' && this.atPrompt) this.onUnheldRun?.();
         this.atPrompt = false;
       }
       return true;

@@ -16,7 +16,14 @@
 // In the alternate screen (vim, less, top) keys pass straight through.
 //
 // Input is recorded (`i`) per line once the line is done; a line typed with echo off (a password
-// prompt) is not recorded — a marker says so — and not decided.
+// prompt) is not recorded — a marker says so — and passed on without an audit event when the
+// policy would allow it as a command (else it is decided like any line).
+//
+// Limits: a shell key binding that runs the line with another key (`bind '"\C-t": accept-line'`)
+// is not held. With prompt marks the bastion sees the command start without its Enter and closes
+// the session (after the fact); without marks (remote targets) it goes unnoticed — policies
+// should deny `bind` where that matters. Output a background job prints into the line being
+// typed is covered by deciding every reading of the line (linetracker.ts).
 import { StringDecoder } from 'node:string_decoder';
 import { isIncomplete } from './incomplete.js';
 import type { GateResult } from './gate.js';
@@ -77,7 +84,14 @@ export class TerminalLines {
   /** The last bytes sent to the target. */
   private sentTail = '';
 
-  constructor(private readonly h: TerminalHost) {}
+  constructor(private readonly h: TerminalHost) {
+    h.tracker.onUnheldRun = () => {
+      if (this.closed) return;
+      this.closed = true;
+      this.h.marker('command started without an Enter (a rebound key?)');
+      this.h.abandon('the shell started a command that was not entered with Enter (a rebound key?); closing the session (fail closed)');
+    };
+  }
 
   /** Bytes from the agent. */
   input(b: Buffer): void {
@@ -107,11 +121,6 @@ export class TerminalLines {
   private enqueue(s: string): void {
     if (this.closed) return;
     this.queue = this.queue.then(() => this.handle(s)).catch((e: unknown) => this.h.fail(e));
-  }
-
-  /** Resolves once every input so far was handled. */
-  idle(): Promise<void> {
-    return this.queue;
   }
 
   close(): void {
