@@ -228,6 +228,20 @@ describe('exec through the bastion', () => {
     assert.match(d.stderr, /portcullis: target dead: cannot log in to target dead \(127\.0\.0\.1:\d+\): .*ECONNREFUSED/);
   });
 
+  test('a connection handed over as a stream (injectSocket) is served by the same code', async () => {
+    const relay = net.createServer((sock) => b.proxy.injectSocket(sock, '10.9.8.7'));
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    try {
+      const port = (relay.address() as net.AddressInfo).port;
+      const args = b.sshArgs('demo-agent+sandbox').map((a) => (a === String(b.port) ? String(port) : a));
+      const r = await run('ssh', ['-T', ...args, 'echo injected']);
+      assert.equal(r.stdout, 'injected\n', r.stderr);
+      assert.ok(b.audit().some((e) => e.type === 'session.open' && (e.data as { remote?: string }).remote === '10.9.8.7'));
+    } finally {
+      relay.close();
+    }
+  });
+
   test('SFTP and remote port forwarding are refused with a message', async () => {
     const s = await run('sftp', ['-b', '-', '-P', String(b.port), '-i', b.agentKey.file, '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'IdentitiesOnly=yes', 'demo-agent+sandbox@127.0.0.1'], 'ls\n');
     assert.notEqual(s.status, 0);

@@ -302,7 +302,8 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     hostKeys,
     notes: prepared.notes,
     injectSocket(stream: Duplex, remote?: string) {
-      if (remote !== undefined) (stream as Duplex & { remoteAddress?: string }).remoteAddress = remote;
+      // ssh2 reads the peer from `remoteAddress` (a getter on sockets: shadow it on the instance)
+      if (remote !== undefined) Object.defineProperty(stream, 'remoteAddress', { value: remote, configurable: true });
       server.injectSocket(stream as unknown as Parameters<typeof server.injectSocket>[0]);
     },
     connections: () => clients.size,
