@@ -312,7 +312,8 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     async close() {
       const closed = new Promise<void>((res) => server.close(() => res()));
       for (const c of clients) c.end();
-      await closed;
+      // a connection that does not go away in time does not hold up the shutdown
+      await Promise.race([closed, new Promise<void>((res) => setTimeout(res, 5000).unref())]);
     },
   };
 }
