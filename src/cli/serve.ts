@@ -25,6 +25,7 @@ import { initFacts } from '../policy/actions.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import { startPostgresProxy } from '../proxy/postgres/index.js';
 import { demoKubeTarget, startKubeFromConfig, writeDemoKubeconfig } from '../proxy/kube/wiring.js';
+import { startSshProxy, sshTargetsFromConfig } from '../proxy/ssh/index.js';
 import { assetDir, isSea, packageRoot } from '../runtime/assets.js';
 import { healthHandler } from '../runtime/health.js';
 import { Lifecycle, runShutdown } from '../runtime/lifecycle.js';
@@ -110,6 +111,8 @@ async function startDemo(dataDir: string, listenAt: ListenOverrides = {}, kubeUp
     ...(kube?.listen ?? []),
     'audit:',
     '  sync: writes',
+    'ssh:',
+    '  default_targets: { demo-agent: sandbox }',
     'targets:',
     pgTarget,
     '  sandbox:',
@@ -285,6 +288,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
   };
   const off: string[] = [];
   let kubeProxy: Awaited<ReturnType<typeof startKubeFromConfig>>['proxy'] | null = null;
+  let sshProxy: Awaited<ReturnType<typeof startSshProxy>> | null = null;
   try {
     lifecycle.listenerStarting('control');
     control = await startControlServer(core, { socket: config.control.socket, group: config.control.group, log, identity });
@@ -335,7 +339,17 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       lifecycle.listenerUp('postgres');
       listeners.push(`PostgreSQL on ${config.listen.postgres} (${config.tls ? 'TLS' : 'no TLS'}${config.postgresAllowPlaintext ? ', plaintext allowed' : ''}; targets: ${pgTargets.map((t) => t.name).join(', ') || 'none'})`);
     }
-    if (config.listen.ssh) off.push(`SSH ${config.listen.ssh}: off — the SSH proxy lands with issue #7`);
+    if (config.listen.ssh) {
+      const { host, port } = splitHostPort(config.listen.ssh);
+      const targets = sshTargetsFromConfig(config);
+      lifecycle.listenerStarting('ssh');
+      sshProxy = await startSshProxy(core, { host, port, log, dataDir: config.dataDir, identity, hmacKey, targets, defaultTargets: config.sshDefaultTargets, session: { idleTimeoutMs: config.session.idleTimeoutMs, maxDurationMs: config.session.maxDurationMs } });
+      const sp = sshProxy;
+      drains.push({ name: 'ssh', close: () => sp.close() });
+      lifecycle.listenerUp('ssh');
+      for (const n of sp.notes) log.info(n);
+      listeners.push(`SSH on ${config.listen.ssh} (host keys ${sp.hostKeys.map((k) => k.fingerprint).join(', ')}; targets: ${[...targets.keys()].join(', ') || 'none'})`);
+    }
     if (config.listen.kubernetes) {
       lifecycle.listenerStarting('kubernetes');
       const k = await startKubeFromConfig(core, config, identity, hmacKey, log);
@@ -368,6 +382,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
     out(`try: echo '{"protocol":"postgres","identity":{"subject":"demo-agent","groups":["agents"]},"target":"shop","sql":"DELETE FROM customers"}' | portcullis policy eval --policies ${config.policies}`);
     out(`     portcullis audit verify --data-dir ${config.dataDir}`);
     if (kubeProxy) out(`     kubectl --kubeconfig ${writeDemoKubeconfig(config, demoEnv.PORTCULLIS_DEMO_TOKEN!)} get pods`);
+    if (sshProxy) out(`     ssh -i ${demoEnv.PORTCULLIS_DEMO_SSH_KEY} -p ${sshProxy.port} demo-agent+sandbox@127.0.0.1 'ls -la; rm -rf /srv'`);
   }
   out('portcullis ready');
   lifecycle.ready(`serving policy ${core.policy.version}; ${listeners.length} listeners`);

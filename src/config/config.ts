@@ -104,6 +104,11 @@ export const configSchema = {
       additionalProperties: false,
       properties: { allow_plaintext: { type: 'boolean' } },
     },
+    ssh: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { default_targets: { type: 'object', additionalProperties: { type: 'string', minLength: 1 } } },
+    },
     targets: { type: 'object', additionalProperties: targetSchema, propertyNames: { pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' } },
   },
 };
@@ -153,6 +158,8 @@ export interface BastionConfig {
   tls?: { cert: string; key: string };
   /** PostgreSQL front: accept plaintext (cleartext passwords without TLS). Default false. */
   postgresAllowPlaintext: boolean;
+  /** SSH front: the target of an identity (or `*`) whose user name names none (`ssh.default_targets`). */
+  sshDefaultTargets: Map<string, string>;
   targets: Map<string, TargetConfig>;
   /** Resolve a target's secret reference (env:/file:/literal); errors name the config field. */
   secret(target: string, field: 'password' | 'private_key' | 'ca' | 'token' | 'client_cert' | 'client_key'): string | undefined;
@@ -185,6 +192,7 @@ type RawConfig = {
   identity?: unknown;
   tls?: { cert: string; key: string };
   postgres?: { allow_plaintext?: boolean };
+  ssh?: { default_targets?: Record<string, string> };
 };
 
 export interface LoadConfigOptions {
@@ -241,6 +249,7 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
     shutdown: { graceMs: c.shutdown?.grace ? parseDuration(c.shutdown.grace) : 10_000 },
     identity,
     postgresAllowPlaintext: c.postgres?.allow_plaintext ?? false,
+    sshDefaultTargets: new Map(Object.entries(c.ssh?.default_targets ?? {})),
     targets,
     secret(target, field) {
       const t = targets.get(target);
@@ -249,6 +258,9 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
       return resolveSecret(ref, () => src.problem(['targets', target, field], ''));
     },
   };
+  for (const [who, target] of cfg.sshDefaultTargets) {
+    if (targets.get(target)?.protocol !== 'ssh') problems.push(src.problem(['ssh', 'default_targets', who], `"${target}" is not an ssh target`));
+  }
   if (opts.checkSecrets) {
     for (const [name, t] of targets) {
       for (const f of ['password', 'private_key', 'ca', 'token', 'client_cert', 'client_key'] as const) {
