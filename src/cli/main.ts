@@ -132,6 +132,7 @@ const COMMANDS: Command[] = [
   },
   { name: 'replay', summary: 'replay a recording in the terminal', usage: 'replay SESSION', options: {}, pending: 'issue #8 (recordings)' },
   { name: 'export', summary: 'export a recording as self-contained HTML (asciinema-player)', usage: 'export SESSION --html FILE', options: {}, pending: 'issue #8 (recordings)' },
+  { name: 'ssh ca', summary: 'print the @cert-authority line agents put in known_hosts for ProxyJump', usage: 'ssh ca [--data-dir DIR]', options: { 'data-dir': { type: 'string' } }, run: async (v) => (await import('./sshca.js')).sshCa({ dataDir: s(v, 'data-dir') }) },
   { name: 'token', summary: 'create, list and revoke API tokens (the secret is printed once)', usage: 'token create --subject S [--groups G,G] [--ttl 24h] | token list [--json] | token revoke ID  [--data-dir DIR]', options: {} },
   { name: 'install', summary: 'install binary, config, user, directories and the systemd unit', usage: 'install [--prefix DIR] [--dry-run]', options: {}, pending: 'issue #10 (packaging)' },
 ];

@@ -60,6 +60,13 @@ export class RemoteTarget {
           if (o.pty) c.shell({ term: o.pty.term, cols: o.pty.cols, rows: o.pty.rows, width: o.pty.width, height: o.pty.height }, { env: o.env }, cb);
           else c.shell(false, { env: o.env }, cb);
         }),
+      subsystem: (name) => open((c, cb) => c.subsys(name, cb)),
+      forwardOut: async (src, dst) => {
+        const c = await get();
+        return new Promise((res, rej) =>
+          c.forwardOut(src.host, src.port, dst.host, dst.port, (err, ch) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused the connection to ${dst.host}:${dst.port}: ${err.message}`)) : res(ch))),
+        );
+      },
       close: () => {
         closed = true;
         for (const c of conns) c.end();

@@ -35,6 +35,8 @@ export interface ConnectionContext {
   target: string;
   remote: string;
   connectionId: string;
+  /** A ProxyJump: the outer connection this one arrived through. */
+  via?: string;
   /** The target's upstream for this connection (opened on first use). */
   upstream(): Upstream;
   /** For the recording header. */
@@ -148,7 +150,7 @@ class SshSession {
     ch.on('error', () => undefined);
     const ctx = this.ctx;
     const command = ctx.auth.forceCommand ?? requested;
-    const meta: Record<string, string> = { connection: ctx.connectionId, channel: command === undefined ? 'shell' : 'exec', pty: this.pty ? `${this.pty.term} ${this.pty.cols}x${this.pty.rows}` : 'no' };
+    const meta: Record<string, string> = { connection: ctx.connectionId, channel: command === undefined ? 'shell' : 'exec', pty: this.pty ? `${this.pty.term} ${this.pty.cols}x${this.pty.rows}` : 'no', ...(ctx.via ? { via: ctx.via } : {}) };
     try {
       this.masker = sessionMasker(ctx.core.policy, ctx.identity, ctx.target, ctx.hmacKey);
       if (ctx.auth.forceCommand !== undefined && requested !== undefined) meta.requested = this.masker.maskText(requested.slice(0, 1024));

@@ -3,6 +3,7 @@
 // session code only sees `UpstreamProcess`: bytes out (stdout, stderr), bytes in, EOF, window
 // changes, signals, and one `exit` after the last output byte.
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 
 export interface PtySpec {
   term: string;
@@ -87,6 +88,10 @@ export interface Upstream {
   shell(o: StartOptions): Promise<UpstreamProcess>;
   /** Prompt markers (OSC 133) are known to come with this target's interactive shell. */
   readonly promptMarks: boolean;
+  /** A subsystem (`sftp`) as a raw byte stream (forward: local.ts runs the system's sftp-server). */
+  subsystem?(name: string): Promise<UpstreamProcess>;
+  /** A TCP connection from the target's side to dstHost:dstPort (remote targets: ssh2 forwardOut). */
+  forwardOut?(src: { host: string; port: number }, dst: { host: string; port: number }): Promise<Duplex>;
   close(): void;
 }
 
