@@ -16,6 +16,7 @@ import { LineTracker } from './linetracker.js';
 import { sessionMasker } from './masks.js';
 import { OutputPipe } from './output.js';
 import { PlainLines } from './plain.js';
+import { SftpSession } from './sftp.js';
 import { envAllowed } from './routing.js';
 import { TerminalLines } from './terminal.js';
 import { SIGNALS, type ExitInfo, type PtySpec, type Upstream, type UpstreamProcess } from './upstream.js';
@@ -123,7 +124,13 @@ class SshSession {
     });
     s.on('exec', (accept, _reject, info) => void this.start(accept, info.command));
     s.on('shell', (accept) => void this.start(accept, undefined));
-    s.on('subsystem', (accept, _reject, info) => this.refuseChannel(accept, `the ${info.name} subsystem is not available on this bastion yet`));
+    s.on('subsystem', (accept, _reject, info) => {
+      if (info.name !== 'sftp' || this.started || !ctx.upstream().subsystem) return this.refuseChannel(accept, `the ${info.name} subsystem is not available on this bastion`);
+      this.started = true;
+      const sftp = new SftpSession(ctx);
+      ctx.onConnectionClose(() => void sftp.end('client disconnected'));
+      void sftp.start(accept);
+    });
     s.on('x11', (_accept, reject) => reject?.());
     s.on('auth-agent', (_accept, reject) => reject?.());
   }
