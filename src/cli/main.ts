@@ -175,6 +175,7 @@ const COMMANDS: Command[] = [
     positionals: true,
     run: async (v, p) => (await import('./recordings.js')).exportCommand(p[0], { dataDir: s(v, 'data-dir'), html: s(v, 'html'), speed: s(v, 'speed'), idleTimeLimit: s(v, 'idle-time-limit') }),
   },
+  { name: 'ssh ca', summary: 'print the @cert-authority line agents put in known_hosts for ProxyJump', usage: 'ssh ca [--data-dir DIR]', options: { 'data-dir': { type: 'string' } }, run: async (v) => (await import('./sshca.js')).sshCa({ dataDir: s(v, 'data-dir') }) },
   { name: 'token', summary: 'create, list and revoke API tokens (the secret is printed once)', usage: 'token create --subject S [--groups G,G] [--ttl 24h] | token list [--json] | token revoke ID  [--data-dir DIR]', options: {} },
   {
     name: 'install',

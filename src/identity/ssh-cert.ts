@@ -173,6 +173,8 @@ export interface IssueSshUserCertOptions {
   forceCommand?: string;
   sourceAddress?: string[];
   comment?: string;
+  /** SSH_CERT_USER (default) or SSH_CERT_HOST (principals are host names; no extensions by default). */
+  certKind?: typeof SSH_CERT_USER | typeof SSH_CERT_HOST;
 }
 
 export interface IssuedSshCert {
@@ -195,7 +197,7 @@ function packPairs(pairs: [string, Buffer][]): Buffer {
   return Buffer.concat(sorted.flatMap(([k, v]) => [sshString(k), sshString(v)]));
 }
 
-/** Issue an OpenSSH user certificate for `publicKey`, signed by `caKey`. */
+/** Issue an OpenSSH user (or, with `certKind: SSH_CERT_HOST`, host) certificate for `publicKey`, signed by `caKey`. */
 export function issueSshUserCert(o: IssueSshUserCertOptions): IssuedSshCert {
   const ca = typeof o.caKey === 'string' ? parsePrivateKey(o.caKey) : o.caKey;
   if (ca.type !== 'private') throw new SshFormatError('caKey must be a private key');
@@ -205,7 +207,8 @@ export function issueSshUserCert(o: IssueSshUserCertOptions): IssuedSshCert {
   else if (Buffer.isBuffer(o.publicKey)) subject = parsePublicKeyBlob(o.publicKey);
   else subject = parsePublicKeyBlob(publicBlobOf(o.publicKey).blob);
   if (!Number.isInteger(o.ttlSeconds) || o.ttlSeconds <= 0) throw new SshFormatError('ttlSeconds must be a positive integer');
-  if (o.principals.length === 0) throw new SshFormatError('a user certificate needs at least one principal');
+  const kind = o.certKind ?? SSH_CERT_USER;
+  if (o.principals.length === 0) throw new SshFormatError(`a ${kind === SSH_CERT_HOST ? 'host' : 'user'} certificate needs at least one principal`);
   const certType = Object.keys(CERT_TYPES).find((t) => CERT_TYPES[t] === subject.type);
   if (!certType) throw new SshFormatError(`cannot certify a ${subject.type} key`);
   const now = o.now ?? Date.now();
@@ -215,7 +218,7 @@ export function issueSshUserCert(o: IssueSshUserCertOptions): IssuedSshCert {
   const critical: [string, Buffer][] = [];
   if (o.forceCommand !== undefined) critical.push(['force-command', sshString(o.forceCommand)]);
   if (o.sourceAddress?.length) critical.push(['source-address', sshString(o.sourceAddress.join(','))]);
-  const extensions: [string, Buffer][] = (o.extensions ?? ['permit-port-forwarding', 'permit-pty']).map((e) => [e, Buffer.alloc(0)]);
+  const extensions: [string, Buffer][] = (o.extensions ?? (kind === SSH_CERT_HOST ? [] : ['permit-port-forwarding', 'permit-pty'])).map((e) => [e, Buffer.alloc(0)]);
   // the certified key's fields: the plain blob without its type string
   const keyFields = subject.blob.subarray(4 + subject.type.length);
   const body = Buffer.concat([
@@ -223,7 +226,7 @@ export function issueSshUserCert(o: IssueSshUserCertOptions): IssuedSshCert {
     sshString(randomBytes(32)),
     keyFields,
     sshU64(serial),
-    sshU32(SSH_CERT_USER),
+    sshU32(kind),
     sshString(o.keyId),
     sshString(Buffer.concat(o.principals.map((p) => sshString(p)))),
     sshU64(BigInt(after)),

@@ -52,6 +52,8 @@ export interface BastionOptions {
   sshd?: Sshd;
   session?: { idleTimeoutMs?: number; maxDurationMs?: number };
   approvalTimeoutMs?: number;
+  /** An extra policy file (YAML text) next to the reference policy, e.g. forwards to test ports. */
+  extraPolicy?: string;
 }
 
 export interface SshBastion {
@@ -171,6 +173,7 @@ export async function startSshBastion(o: BastionOptions = {}): Promise<SshBastio
   fs.cpSync('examples/policies', policies, { recursive: true });
   const sshPolicy = path.join(policies, 'ssh.yaml');
   fs.writeFileSync(sshPolicy, fs.readFileSync(sshPolicy, 'utf8').replace('targets: [sandbox]', 'targets: [sandbox, web, web-ca, dead]'));
+  if (o.extraPolicy) fs.writeFileSync(path.join(policies, 'test-extra.yaml'), o.extraPolicy);
   const keys = path.join(root, 'keys');
   fs.mkdirSync(keys, { mode: 0o700 });
   const agentKey = writeKey(keys, 'agent');

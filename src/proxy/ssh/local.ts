@@ -12,10 +12,9 @@
 // reports the exit, so every byte is read first.
 import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, statSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { constants as osc } from 'node:os';
-import net from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Duplex } from 'node:stream';
 import pty from 'node-pty';
 import { PortcullisError } from '../../policy/types.js';
 import { UpstreamProcess, type PtySpec, type StartOptions, type Upstream, type ExitInfo } from './upstream.js';
@@ -36,6 +35,9 @@ interface RunAs {
   name: string;
   home: string;
 }
+
+/** The system's SFTP server (run for the sftp subsystem of a local target, as the target's user). */
+const SFTP_SERVERS = ['/usr/lib/openssh/sftp-server', '/usr/libexec/openssh/sftp-server', '/usr/libexec/sftp-server', '/usr/lib/ssh/sftp-server'];
 
 const SIGNAL_NAMES = new Map<number, string>(Object.entries(osc.signals).map(([k, v]) => [v, k.replace(/^SIG/, '')]));
 
@@ -136,14 +138,22 @@ export class LocalTarget {
         if (!o.pty) return Promise.resolve(this.spawnPlainArgs([this.cfg.shell, ...(this.rcfile ? ['--noprofile', '--norc'] : []), '-s'], o));
         return Promise.resolve(this.spawnPty([this.cfg.shell, ...args], o.pty, o.env));
       },
-      forward: (host, port) =>
-        new Promise<Duplex>((res, rej) => {
-          const sock = net.connect({ host, port });
+      subsystem: (name) => {
+        const server = name === 'sftp' ? SFTP_SERVERS.find((f) => existsSync(f)) : undefined;
+        if (!server) return Promise.reject(new PortcullisError('ssh_local_subsystem', name === 'sftp' ? `local target ${this.cfg.name}: no sftp-server (${SFTP_SERVERS.join(', ')}; install openssh-server or openssh-sftp-server)` : `no subsystem "${name}"`));
+        return Promise.resolve(this.spawnPlainArgs([server, '-d', this.cfg.cwd], { env: {} }));
+      },
+      // a local target is the bastion's own machine: the connection is made from here
+      forwardOut: (_src, dst) =>
+        new Promise((res, rej) => {
+          const sock = netConnect({ host: dst.host, port: dst.port });
+          const onError = (e: Error) => rej(new PortcullisError('ssh_local_forward', `cannot connect to ${dst.host}:${dst.port}: ${e.message}`));
+          sock.once('error', onError);
           sock.once('connect', () => {
-            sock.off('error', rej);
+            sock.off('error', onError);
+            sock.setNoDelay(true);
             res(sock);
           });
-          sock.once('error', rej);
         }),
       close: () => undefined,
     };

@@ -4,7 +4,6 @@
 // src/identity/credentials.ts). One upstream connection per agent connection, opened when the
 // first session needs it; its channels carry the agent's sessions.
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
-import type { Duplex } from 'node:stream';
 import { PortcullisError } from '../../policy/types.js';
 import type { SshCredentials } from '../../identity/credentials.js';
 import { parsePrivateKey, signSshBlob, sshString } from '../../identity/ssh-wire.js';
@@ -60,9 +59,12 @@ export class RemoteTarget {
           if (o.pty) c.shell({ term: o.pty.term, cols: o.pty.cols, rows: o.pty.rows, width: o.pty.width, height: o.pty.height }, { env: o.env }, cb);
           else c.shell(false, { env: o.env }, cb);
         }),
-      forward: async (host, port, origin) => {
+      subsystem: (name) => open((c, cb) => c.subsys(name, cb)),
+      forwardOut: async (src, dst) => {
         const c = await get();
-        return new Promise<Duplex>((res, rej) => c.forwardOut(origin.ip, origin.port, host, port, (err, ch) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused the forward: ${err.message}`)) : res(ch))));
+        return new Promise((res, rej) =>
+          c.forwardOut(src.host, src.port, dst.host, dst.port, (err, ch) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused the connection to ${dst.host}:${dst.port}: ${err.message}`)) : res(ch))),
+        );
       },
       close: () => {
         closed = true;

@@ -10,9 +10,10 @@
 //   default target from the config is used (`ssh.default_targets`).
 // - Per connection: `handleConnection` is fed by the listener, and by `injectSocket(stream)` for
 //   any duplex stream — the way a ProxyJump (`direct-tcpip` terminated by the bastion) will feed
-//   the inner connection through exactly the same code. `direct-tcpip` (`-L`, `-W`) is decided by
-//   the policy's `forward` rules (forward.ts); `tcpip-forward` (`-R`) is decided and audited but
-//   refused (not carried out yet), as are streamlocal, subsystems (SFTP), agent forwarding and X11.
+//   the inner connection through exactly the same code (jump.ts: which destinations are jumps;
+//   hostca.ts: the host certificate the inner connection presents). Other `direct-tcpip` and
+//   `tcpip-forward` are port forwards decided by policy (forward.ts); the sftp subsystem is
+//   proxied op by op (sftp.ts); streamlocal, agent forwarding and X11 are refused.
 // - Per session channel (session.ts): one core session (audited), one asciicast recording, the
 //   command decided (gate.ts) before the target sees anything, the target's output masked
 //   (output.ts) before it reaches the agent and the recording. Exec input is data; a terminal is
@@ -34,8 +35,10 @@ import { sshMpint, sshString, verifySshSignature, normalizeAddress } from '../..
 import { CERT_ALGORITHMS } from '../../identity/ssh-cert.js';
 import { initFacts } from '../../policy/actions.js';
 import { PortcullisError } from '../../policy/types.js';
-import { forwardLocal, type ForwardContext } from './forward.js';
+import { localForward, remoteForwardRequest, type ForwardContext } from './forward.js';
+import { HostCertificates, loadHostCa, presentHostCertificate, type HostCa } from './hostca.js';
 import { loadHostKeys, type HostKey } from './hostkeys.js';
+import { jumpDestination, jumpOf, markJump } from './jump.js';
 import { KnownHosts } from './knownhosts.js';
 import { LocalTarget } from './local.js';
 import { RemoteTarget } from './remote.js';
@@ -50,6 +53,8 @@ export type SshTargetSpec =
   | { kind: 'local'; shell?: string; cwd: string; user?: string }
   | {
       kind: 'remote';
+      /** The host's configured address (a ProxyJump to host:port reaches this target). */
+      address?: { host: string; port: number };
       /** Upstream credentials for one login (a fresh certificate each time when the CA covers the target). */
       credentials: (c: { subject: string; connection: string }) => SshCredentials;
     };
@@ -76,6 +81,8 @@ export interface SshProxy {
   readonly host: string;
   readonly port: number;
   readonly hostKeys: readonly HostKey[];
+  /** The CA of the host certificates presented to ProxyJump clients. */
+  readonly hostCa: HostCa;
   /** Serve one SSH connection arriving on any duplex stream (a jump, a test). */
   injectSocket(stream: Duplex, remote?: string): void;
   connections(): number;
@@ -175,6 +182,8 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
   await initFacts();
   const log = opts.log;
   const hostKeys = loadHostKeys(opts.dataDir, log);
+  const hostCa = loadHostCa(opts.dataDir, log);
+  const hostCerts = new HostCertificates(hostCa, hostKeys.find((k) => k.type === 'ssh-ed25519')!.privateKey);
   const knownHosts = new KnownHosts(join(opts.dataDir, 'keys', 'known_hosts'));
   const prepared = prepareTargets(opts);
   const clients = new Set<Connection>();
@@ -193,6 +202,12 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
   const handleConnection = (client: Connection, info: { ip?: string }): void => {
     const remote = normalizeAddress(info.ip ?? 'unknown');
     const connectionId = randomUUID();
+    const jump = jumpOf(client);
+    if (jump && !presentHostCertificate(client, hostCerts.hostKeyText, hostCerts.certificateFor(jump.principals))) {
+      log.error('ssh jump: cannot present a host certificate with this ssh2 version; refusing the jump', { target: jump.target });
+      client.end();
+      return;
+    }
     clients.add(client);
     // keystrokes and their echo go out at once (no Nagle); ssh2 has it, its types do not
     (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true);
@@ -208,6 +223,10 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     client.on('authentication', (ctx: AuthContext) => {
       if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
       const l = parseLogin(ctx.username);
+      if (jump && (l.subject !== jump.subject || (l.target !== undefined && l.target !== jump.target))) {
+        log.info('ssh jump: the inner login must be the identity that jumped, to the jump target', { remote, inner: ctx.username, subject: jump.subject, target: jump.target });
+        return ctx.reject(['publickey']);
+      }
       const algo = offeredAlgo(ctx);
       void opts.identity
         .verifySshPublicKey(l.subject, { algo, data: ctx.key.data }, { remote, protocol: 'ssh' })
@@ -232,18 +251,52 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
       clearTimeout(loginTimer);
       const a = auth!;
       const l = login!;
-      const target = resolveTarget(l, opts.defaultTargets);
+      const target = jump ? jump.target : resolveTarget(l, opts.defaultTargets);
       const problem =
         target === undefined
           ? `no target given: log in as ${a.identity.subject}+<target>@bastion`
           : !opts.targets.has(target)
             ? `unknown SSH target "${target}"`
             : null;
-      if (problem || target === undefined) {
+      const upFor = problem || target === undefined ? null : upstreamFor(target, a.identity.subject, connectionId)!;
+      const fwd: ForwardContext = {
+        core,
+        log,
+        identity: a.identity,
+        target: upFor ? target : undefined,
+        targetKind: upFor ? upFor.upstream.kind : undefined,
+        remote,
+        connectionId,
+        upstream: () => (upstream ??= upFor!.upstream),
+        client,
+        onConnectionClose: (fn) => onClose.push(fn),
+      };
+      const listeners: Parameters<typeof remoteForwardRequest>[1] = new Map();
+      client.on('tcpip', (accept, reject, i) => {
+        const dest = jumpDestination(i.destIP, i.destPort, opts.targets);
+        if (dest && 'refused' in dest) {
+          log.info('ssh: jump refused', { remote, subject: a.identity.subject, dest: `${i.destIP}:${i.destPort}`, why: dest.refused });
+          return reject();
+        }
+        if (dest) {
+          const ch = accept();
+          markJump(ch, { target: dest.target, principals: dest.principals, subject: a.identity.subject, outerConnection: connectionId });
+          server.injectSocket(Object.assign(ch, { remoteAddress: remote }) as unknown as Parameters<typeof server.injectSocket>[0]);
+          return;
+        }
+        void localForward(fwd, i, accept, reject).catch((e: unknown) => log.error('ssh port forward failed', { error: String(e) }));
+      });
+      client.on('request', (accept, reject, name, info) => {
+        if (name === 'tcpip-forward' || name === 'cancel-tcpip-forward') return remoteForwardRequest(fwd, listeners, accept, reject, name, info as ssh2.TcpipBindInfo);
+        log.info('ssh: global request refused', { remote, subject: a.identity.subject, request: name });
+        reject?.();
+      });
+      client.on('openssh.streamlocal', (_accept, reject) => reject());
+      if (problem || target === undefined || !upFor) {
         client.on('session', (accept) => refusingSession(accept(), problem ?? 'no target'));
         return;
       }
-      const up = upstreamFor(target, a.identity.subject, connectionId)!;
+      const up = upFor;
       const ctx: ConnectionContext = {
         core,
         log,
@@ -259,20 +312,8 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
         endConnection: () => client.end(),
         onConnectionClose: (fn) => onClose.push(fn),
       };
+      if (jump) ctx.via = jump.outerConnection;
       client.on('session', (accept) => attachSession(ctx, accept()));
-      const gone = new AbortController();
-      onClose.push(() => gone.abort());
-      const fctx: ForwardContext = { core, log, identity: a.identity, target, remote, upstream: ctx.upstream, signal: gone.signal };
-      client.on('tcpip', (accept, reject, i) => void forwardLocal(fctx, i, accept, reject).catch((e: unknown) => log.error('ssh forward failed', { error: String(e) })));
-      client.on('openssh.streamlocal', (_accept, reject) => reject());
-      client.on('request', (_accept, reject, name, info) => {
-        // `-R`: decided (and audited) like any forward; carrying it out is not supported yet
-        if (name === 'tcpip-forward' && 'bindAddr' in info) {
-          const req = { protocol: 'ssh' as const, identity: a.identity, target, forward: { direction: 'remote' as const, host: info.bindAddr, port: info.bindPort } };
-          void core.decide(null, req).then(({ decision }) => log.info('ssh: remote forward refused', { remote, subject: a.identity.subject, bind: `${info.bindAddr}:${info.bindPort}`, decision: decision.effect, rule: decision.rule, why: decision.effect === 'allow' ? 'remote forwarding is not supported yet' : decision.reason }));
-        } else log.info('ssh: global request refused', { remote, subject: a.identity.subject, request: name });
-        reject?.();
-      });
     });
     client.on('error', (e) => log.debug('ssh connection error', { remote, error: e.message }));
     client.on('close', () => {
@@ -302,6 +343,7 @@ export async function startSshProxy(core: Core, opts: SshProxyOptions): Promise<
     host,
     port: addr.port,
     hostKeys,
+    hostCa,
     notes: prepared.notes,
     injectSocket(stream: Duplex, remote?: string) {
       // ssh2 reads the peer from `remoteAddress` (a getter on sockets: shadow it on the instance)

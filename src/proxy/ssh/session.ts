@@ -16,6 +16,7 @@ import { LineTracker } from './linetracker.js';
 import { sessionMasker } from './masks.js';
 import { OutputPipe } from './output.js';
 import { PlainLines } from './plain.js';
+import { SftpSession } from './sftp.js';
 import { envAllowed } from './routing.js';
 import { TerminalLines } from './terminal.js';
 import { SIGNALS, type ExitInfo, type PtySpec, type Upstream, type UpstreamProcess } from './upstream.js';
@@ -35,6 +36,8 @@ export interface ConnectionContext {
   target: string;
   remote: string;
   connectionId: string;
+  /** A ProxyJump: the outer connection this one arrived through. */
+  via?: string;
   /** The target's upstream for this connection (opened on first use). */
   upstream(): Upstream;
   /** For the recording header. */
@@ -121,7 +124,13 @@ class SshSession {
     });
     s.on('exec', (accept, _reject, info) => void this.start(accept, info.command));
     s.on('shell', (accept) => void this.start(accept, undefined));
-    s.on('subsystem', (accept, _reject, info) => this.refuseChannel(accept, `the ${info.name} subsystem is not available on this bastion yet`));
+    s.on('subsystem', (accept, _reject, info) => {
+      if (info.name !== 'sftp' || this.started || !ctx.upstream().subsystem) return this.refuseChannel(accept, `the ${info.name} subsystem is not available on this bastion`);
+      this.started = true;
+      const sftp = new SftpSession(ctx);
+      ctx.onConnectionClose(() => void sftp.end('client disconnected'));
+      void sftp.start(accept);
+    });
     s.on('x11', (_accept, reject) => reject?.());
     s.on('auth-agent', (_accept, reject) => reject?.());
   }
@@ -148,7 +157,7 @@ class SshSession {
     ch.on('error', () => undefined);
     const ctx = this.ctx;
     const command = ctx.auth.forceCommand ?? requested;
-    const meta: Record<string, string> = { connection: ctx.connectionId, channel: command === undefined ? 'shell' : 'exec', pty: this.pty ? `${this.pty.term} ${this.pty.cols}x${this.pty.rows}` : 'no' };
+    const meta: Record<string, string> = { connection: ctx.connectionId, channel: command === undefined ? 'shell' : 'exec', pty: this.pty ? `${this.pty.term} ${this.pty.cols}x${this.pty.rows}` : 'no', ...(ctx.via ? { via: ctx.via } : {}) };
     try {
       this.masker = sessionMasker(ctx.core.policy, ctx.identity, ctx.target, ctx.hmacKey);
       if (ctx.auth.forceCommand !== undefined && requested !== undefined) meta.requested = this.masker.maskText(requested.slice(0, 1024));

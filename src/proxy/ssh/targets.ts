@@ -15,6 +15,7 @@ export function sshTargetsFromConfig(config: Pick<BastionConfig, 'targets' | 'se
     } else {
       out.set(t.name, {
         kind: 'remote',
+        ...(t.host ? { address: { host: t.host, port: t.port ?? 22 } } : {}),
         credentials: ({ subject, connection }) =>
           targetCredentials(config, t.name, { upstreamSshCa: config.identity.upstreamSshCa, identity: { subject }, session: connection }) as SshCredentials,
       });

@@ -86,10 +86,12 @@ export interface Upstream {
   readonly kind: 'local' | 'remote';
   exec(command: string, o: StartOptions): Promise<UpstreamProcess>;
   shell(o: StartOptions): Promise<UpstreamProcess>;
-  /** A TCP connection to host:port as seen from the target (`ssh -L` / `-W`, once policy allows it). */
-  forward(host: string, port: number, origin: { ip: string; port: number }): Promise<Duplex>;
   /** Prompt markers (OSC 133) are known to come with this target's interactive shell. */
   readonly promptMarks: boolean;
+  /** A subsystem (`sftp`) as a raw byte stream (forward: local.ts runs the system's sftp-server). */
+  subsystem?(name: string): Promise<UpstreamProcess>;
+  /** A TCP connection from the target's side to dstHost:dstPort (remote targets: ssh2 forwardOut). */
+  forwardOut?(src: { host: string; port: number }, dst: { host: string; port: number }): Promise<Duplex>;
   close(): void;
 }
 
