@@ -97,6 +97,13 @@ export async function gate(ctx: GateContext, command: string, onHeld: (lines: st
     );
     ctx.recording?.marker(`${out.state} ${out.approvalId}${out.by ? ` by ${out.by}` : ''}: ${ctx.masker.maskText(command)}`);
     if (out.state === 'approved') return { run: true, decision };
+    if (out.withdrawn) {
+      // The agent stopped waiting (Ctrl-C, disconnect): the approval stays pending, bound to this
+      // exact command; once approved, running the same command again passes once.
+      const o = outcomeOf(decision, { approvalId: out.approvalId, hold: 'pending', retryAfterS: 30 });
+      const masked = { ...o, reason: ctx.masker.maskText(o.reason), ...(o.remedy ? { remedy: ctx.masker.maskText(o.remedy) } : {}) };
+      return { run: false, decision, notice: [`portcullis: hold abandoned: approval ${out.approvalId} (${decision.rule}) stays pending; run the same command again once it is approved`, `portcullis-json: ${outcomeJson(masked)}`] };
+    }
     const d: Decision = { ...decision, reason: out.reason ? `${decision.reason}; ${out.reason}` : decision.reason };
     return { run: false, decision, notice: blockedLines(ctx, d, { approvalId: out.approvalId, hold: out.state }) };
   } catch (e) {
