@@ -27,7 +27,7 @@ import { promises as fsp, writeSync } from 'node:fs';
 import path from 'node:path';
 import { PortcullisError } from '../policy/types.js';
 import { canonicalJson } from './canonical-json.js';
-import { createHash } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
 import {
   auditPaths,
   CHECKPOINT_TYPE,
@@ -107,6 +107,12 @@ export interface AuditStats {
   writtenSeq: number;
   /** Highest seq known durable (fsynced). */
   syncedSeq: number;
+}
+
+/** crypto.hash (Node ≥ 20.12): one-shot, measurably cheaper than createHash for short inputs. */
+const oneShotHash = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+function sha256Hex(s: string): string {
+  return oneShotHash ? oneShotHash('sha256', s, 'hex') : nodeCrypto.createHash('sha256').update(s).digest('hex');
 }
 
 const DEFAULT_INTERVAL_MS = 200;
@@ -439,9 +445,12 @@ export class AuditLog {
       if (!isRecord(id) || typeof id.subject !== 'string' || !Array.isArray(id.groups)) {
         throw new PortcullisError('audit_bad_event', 'audit: event.identity must have subject (string) and groups (string[])');
       }
-      const identity: AuditIdentity = { subject: id.subject, groups: id.groups.map(String) };
-      if (id.issuer !== undefined) identity.issuer = String(id.issuer);
+      // Keys in canonical (sorted) order: canonicalJson then takes JSON.stringify's fast path.
+      const identity = {} as AuditIdentity;
       if (id.authMethod !== undefined) identity.authMethod = String(id.authMethod);
+      identity.groups = id.groups.map(String);
+      if (id.issuer !== undefined) identity.issuer = String(id.issuer);
+      identity.subject = id.subject;
       body.identity = identity;
     }
     if (input.target !== undefined) body.target = String(input.target);
@@ -467,7 +476,7 @@ export class AuditLog {
       if (!isRecord(d) || typeof d.effect !== 'string' || typeof d.rule !== 'string') {
         throw new PortcullisError('audit_bad_event', 'audit: event.decision must have effect and rule');
       }
-      body.decision = { effect: d.effect as AuditDecision['effect'], rule: d.rule, reason: typeof d.reason === 'string' ? d.reason : '' };
+      body.decision = { effect: d.effect as AuditDecision['effect'], reason: typeof d.reason === 'string' ? d.reason : '', rule: d.rule };
     }
     if (input.data !== undefined) {
       if (!isRecord(input.data)) throw new PortcullisError('audit_bad_event', 'audit: event.data must be a JSON object');
@@ -479,9 +488,22 @@ export class AuditLog {
   /** Assign seq/prev/hash and queue the line. Synchronous: this is what keeps the chain ordered. */
   private enqueue(body: Omit<AuditEvent, 'seq' | 'prev' | 'hash' | 'time'>, durable: boolean): Pending {
     const seq = this.seq + 1;
-    const unhashed = { seq, time: this.now().toISOString(), ...body, prev: this.prevHash };
+    // Keys in canonical (sorted) order, so that canonicalJson can use JSON.stringify (the bytes
+    // are the same in any order; only the speed differs).
+    const unhashed = {} as Omit<AuditEvent, 'hash'>;
+    if (body.data !== undefined) unhashed.data = body.data;
+    if (body.decision !== undefined) unhashed.decision = body.decision;
+    if (body.identity !== undefined) unhashed.identity = body.identity;
+    unhashed.prev = this.prevHash;
+    if (body.protocol !== undefined) unhashed.protocol = body.protocol;
+    if (body.request !== undefined) unhashed.request = body.request;
+    unhashed.seq = seq;
+    if (body.session !== undefined) unhashed.session = body.session;
+    if (body.target !== undefined) unhashed.target = body.target;
+    unhashed.time = this.now().toISOString();
+    unhashed.type = body.type;
     const canonical = canonicalJson(unhashed); // throws on cycles/BigInt: nothing is committed yet
-    const hash = createHash('sha256').update(canonical).digest('hex');
+    const hash = sha256Hex(canonical);
     const line = `${canonical.slice(0, -1)},"hash":"${hash}"}\n`;
     const event = { ...unhashed, hash } as AuditEvent;
     this.seq = seq;
