@@ -3,7 +3,7 @@
 // point: identity + request → decision, with the audit event durable before it returns.
 import { randomUUID } from 'node:crypto';
 import { loadPolicyDir, type CompiledPolicy } from '../policy/compile.js';
-import { evaluate } from '../policy/engine.js';
+import { evaluateCached } from './decision-cache.js';
 import { PortcullisError, type Decision, type Identity, type PolicyRequest, type Protocol } from '../policy/types.js';
 import type { Store } from '../store/types.js';
 import { AuditLog, type AuditOpenOptions } from './audit.js';
@@ -179,7 +179,7 @@ export class Core {
    * refuse the request (fail closed). Never throws for a bad request: it is decided fail-closed.
    */
   async decide(session: string | null, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null }> {
-    const ev = evaluate(this.policySnapshot, request);
+    const ev = evaluateCached(this.policySnapshot, request);
     const decision = ev.decision;
     const summary: RequestSummary = summarizeRequest(request);
     const readOnly = decision.effect === 'allow' && ev.actions.every((a) => (a.kind === 'sql' && READ_ONLY_SQL.has(a.sql.action)) || (a.kind === 'kube' && ['get', 'list', 'watch'].includes(a.kube.verb)));
