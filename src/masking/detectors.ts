@@ -1239,7 +1239,7 @@ function det(
     keepFirst: d.keepFirst ?? (d.style === 'digits' ? 0 : 1),
     keepLast: d.keepLast ?? (d.style === 'digits' ? 4 : 0),
     scan(text: string, sink: ScanSink): void {
-      alone ??= new Scanner([detector]);
+      alone ??= scannerFor([detector]);
       alone.scan(text, sink);
     },
   };
@@ -1542,6 +1542,36 @@ export function digitWindows(text: string): number[] {
   return out;
 }
 
+/** For an anchor's first-character fragment, which ASCII codes it matches (computed once per fragment). */
+const firstCharCache = new Map<string, boolean[]>();
+function firstChars(fragment: string): boolean[] {
+  let set = firstCharCache.get(fragment);
+  if (!set) {
+    const re = new RegExp(`^(?:${fragment})$`);
+    set = [];
+    for (let c = 0; c < 128; c++) set.push(re.test(String.fromCharCode(c)));
+    firstCharCache.set(fragment, set);
+  }
+  return set;
+}
+
+const scanners = new Map<string, Scanner>();
+
+/**
+ * The Scanner for a set of detectors, shared: a Scanner holds no state between scan() calls
+ * (its regexes' lastIndex is set before every use, and scan() never yields), and building one
+ * compiles every anchor (milliseconds), which a session or a mask change should not pay again.
+ */
+export function scannerFor(detectors: readonly Detector[]): Scanner {
+  const key = detectors.map((d) => d.id).join(',');
+  const s = scanners.get(key);
+  // Same ids, same detector objects (a caller could build its own detector under a known id).
+  if (s && s.detectors.length === detectors.length && s.detectors.every((d, i) => d === detectors[i])) return s;
+  const fresh = new Scanner(detectors);
+  if (!s) scanners.set(key, fresh);
+  return fresh;
+}
+
 /** Runs a set of detectors over texts: shared passes, then each detector's own work. */
 export class Scanner {
   private readonly anchorRe: RegExp | null;
@@ -1567,9 +1597,9 @@ export class Scanner {
     const source = [...byFirst].map(([f, rs]) => (rs.length === 1 ? f + rs[0] : `${f}(?:${rs.join('|')})`)).join('|');
     this.anchorRe = source ? new RegExp(source, 'g') : null;
     this.byChar = [];
+    const starts = this.anchored.map((a) => a.d.anchor!.map(([f]) => firstChars(f)));
     for (let c = 0; c < 128; c++) {
-      const ch = String.fromCharCode(c);
-      this.byChar.push(this.anchored.filter((a) => a.d.anchor!.some(([f]) => new RegExp(`^(?:${f})$`).test(ch))));
+      this.byChar.push(this.anchored.filter((_, i) => starts[i]!.some((set) => set[c])));
     }
     this.windowed = detectors.filter((d) => d.inWindow);
     this.owners = detectors.filter((d) => d.own);
