@@ -1503,7 +1503,9 @@ const WINDOW_RIGHT = 4;
  * digits (every card, SSN, North American phone number and IBAN has such a run). Starting with
  * `\d\d\d` lets the regex engine skip quickly over text with only short numbers.
  */
-const DIGIT_SEED = /\d\d\d(?:[ .()/-]{0,2}\d){6}/g;
+const DIGIT_SEED = /(?<![0-9])\d\d\d(?:[ .()/-]{0,2}\d){6}/g;
+/** DIGIT_SEED without the look-behind (the reference the tests compare digitWindows with). */
+export const DIGIT_SEED_ANYWHERE = /\d\d\d(?:[ .()/-]{0,2}\d){6}/g;
 
 function isRunGap(c: number): boolean {
   return c === 32 || c === 45 || c === 46 || c === 40 || c === 41 || c === 47;
@@ -1513,74 +1515,14 @@ function isRunGap(c: number): boolean {
  * Windows [from, to) around runs of 9 or more digits, with margins, merged. Cards (13+ digits),
  * SSNs (9), North American phone numbers (10) and IBANs can only occur inside them.
  *
- * A run is digits joined by gaps of up to two of ` .()/-`; it makes a window when at least 9 of
- * its digits follow the start of its first three consecutive digits — exactly where DIGIT_SEED
- * matches (`digitWindowsRegex`, the reference the tests compare with), found by one loop over the
- * characters instead (about twice as fast as the regex on log text, which is full of numbers).
+ * The seed starts only where a digit does not follow another: a run that has a seed somewhere
+ * has one at the start of that block of digits too (and the window is the whole run either way),
+ * and the regex no longer retries at every digit of every number (measured 10–20 % faster on
+ * log text; a character loop measured half as fast as the regex).
  */
-export function digitWindows(text: string): number[] {
+export function digitWindows(text: string, re: RegExp = DIGIT_SEED): number[] {
   const n = text.length;
   const out: number[] = [];
-  let i = 0;
-  while (i < n) {
-    const c = text.charCodeAt(i);
-    if (c < 48 || c > 57) {
-      i++;
-      continue;
-    }
-    // A run starts at i: follow it to its last digit, counting digits and consecutive digits.
-    const start = i;
-    let j = i;
-    let digits = 0;
-    let consec = 0;
-    let tripleAt = -1; // digits counted before the first three consecutive ones
-    let end: number;
-    for (;;) {
-      digits++;
-      consec++;
-      if (consec === 3 && tripleAt < 0) tripleAt = digits - 3;
-      end = j + 1;
-      if (end >= n) break;
-      const c1 = text.charCodeAt(end);
-      if (c1 >= 48 && c1 <= 57) {
-        j = end;
-        continue;
-      }
-      if (!isRunGap(c1) || end + 1 >= n) break;
-      const c2 = text.charCodeAt(end + 1);
-      if (c2 >= 48 && c2 <= 57) {
-        j = end + 1;
-        consec = 0;
-        continue;
-      }
-      if (!isRunGap(c2) || end + 2 >= n) break;
-      const c3 = text.charCodeAt(end + 2);
-      if (c3 >= 48 && c3 <= 57) {
-        j = end + 2;
-        consec = 0;
-        continue;
-      }
-      break;
-    }
-    i = end;
-    if (tripleAt < 0 || digits - tripleAt < 9) continue;
-    const from = Math.max(0, start - WINDOW_LEFT);
-    const to = Math.min(n, end + WINDOW_RIGHT);
-    if (out.length > 0 && from <= out[out.length - 1]!) out[out.length - 1] = to;
-    else out.push(from, to);
-  }
-  return out;
-}
-
-/**
- * Windows [from, to) around runs of 9 or more digits, with margins, merged. Cards (13+ digits),
- * SSNs (9), North American phone numbers (10) and IBANs can only occur inside them.
- */
-/** digitWindows by the DIGIT_SEED regex (the reference implementation; tests compare the two). */
-export function digitWindowsRegex(text: string): number[] {
-  const n = text.length;
-  const out: number[] = [];
-  const re = DIGIT_SEED;
   re.lastIndex = 0;
   for (let m = re.exec(text); m !== null; m = re.exec(text)) {
     let s = m.index;

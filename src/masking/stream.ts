@@ -414,18 +414,26 @@ export class StreamMasker {
     if (!releaseAll) end -= incompleteUtf8(b, end);
     const cl = this.clean(end, releaseAll);
     const text = cl.text;
-    // Output is built from pieces of the input (subarrays, no copy) and the replacements, joined
-    // once at the end.
-    const raw = (from: number, to: number): Buffer => b.subarray(from, Math.max(from, to));
-    const parts: Buffer[] = [];
+    // Output is built as a latin1 string (one character per byte), encoded once at the end.
+    let rawStr: string | null = cl.identity ? text : null;
+    const raw = (from: number, to: number): string => {
+      if (to <= from) return '';
+      if (rawStr === null || to > rawStr.length) rawStr = b.toString('latin1');
+      return rawStr.slice(from, to);
+    };
+    const parts: string[] = [];
     let replaced = false;
+    const escapes: Buffer[] = [];
     const pushEscapes = (from: number, to: number): void => {
       if (cl.identity) return;
-      cl.escapesIn(b, from, to, parts);
+      escapes.length = 0;
+      cl.escapesIn(b, from, to, escapes);
+      for (const e of escapes) parts.push(e.toString('latin1'));
     };
     const pushRep = (rep: string): void => {
       replaced = true;
-      parts.push(Buffer.from(rep, 'utf8'));
+      // eslint-disable-next-line no-control-regex -- ASCII test
+      parts.push(/^[\x00-\x7f]*$/.test(rep) ? rep : Buffer.from(rep, 'utf8').toString('latin1'));
     };
     let k0 = 0; // clean characters consumed by a continuation
     let cursorRaw = 0; // raw bytes accounted for
@@ -516,18 +524,12 @@ export class StreamMasker {
     if (cursorRaw > 0) this.progressed();
     if (cursorRaw === 0) return null;
     if (!replaced && cl.identity) return b.subarray(0, cursorRaw); // untouched: the bytes as received
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return Buffer.from(parts.join(''), 'latin1');
   }
 
   /** Appends released clean text to the context window. */
   private remember(s: string): void {
     if (s.length === 0) return;
-    if (s.length >= this.contextChars) {
-      // The window is all new text: slice it (ctx + s would copy a whole chunk to keep its end).
-      this.ctxAbs += this.ctx.length + s.length - this.contextChars;
-      this.ctx = s.slice(s.length - this.contextChars);
-      return;
-    }
     const joined = this.ctx + s;
     if (joined.length <= this.contextChars) {
       this.ctx = joined;
