@@ -8,6 +8,10 @@
 //   always    sync 'always' (every append waits for fsync), 1 and 32 concurrent appenders
 //   writes    sync 'writes' with non-durable events (resolve after write; fsync on a 200 ms timer),
 //             1 and 32 appenders; and a mix with 10 % durable events (state changes), 32 appenders
+//             and the same with appenders that yield to the event loop after each append (as a
+//             socket-driven proxy does), showing the latency of the reads (which must not wait
+//             for a running fsync) and of the durable appends apart; 2 such appenders (reads);
+//             1 such appender for 1 s (reads across the 200 ms timer fsyncs)
 // The directory must be on the disk under test (not tmpfs); default: the OS temp dir.
 
 import fs from 'node:fs';
@@ -90,21 +94,42 @@ function baseline(name: string, size: number, syncFn: (fd: number) => void): Row
   return row(name, lat, elapsed, lat.length);
 }
 
-async function auditCase(name: string, sync: AuditSyncMode, appenders: number, durableEvery = 0): Promise<Row> {
+interface CaseOptions {
+  /** Every durableEvery-th event is durable (0: none). */
+  durableEvery?: number;
+  /** Only the latency of non-durable (reads) or durable appends is reported (events/s counts all). */
+  latencyOf?: 'reads' | 'durable';
+  /** Run for this long instead of N events. */
+  forMs?: number;
+  /** Each appender yields to the event loop (setImmediate) after each append. */
+  yieldEach?: boolean;
+}
+
+async function auditCase(name: string, sync: AuditSyncMode, appenders: number, o: CaseOptions = {}): Promise<Row> {
   const dir = tmp();
   const log = await AuditLog.open(dir, { sync });
   const lat: number[] = [];
+  const durableEvery = o.durableEvery ?? 0;
+  const limit = o.forMs ? Number.MAX_SAFE_INTEGER : N;
+  const budget = o.forMs ?? CASE_BUDGET_MS;
   let next = 0;
+  let count = 0;
   const start = performance.now();
   await Promise.all(
     Array.from({ length: appenders }, async () => {
       // Each appender takes the next event number until N are done or the budget is spent.
       for (;;) {
         const i = next++;
-        if (i >= N || performance.now() - start > CASE_BUDGET_MS) return;
+        if (i >= limit || performance.now() - start > budget) return;
+        const durable = durableEvery > 0 && i % durableEvery === 0;
         const t = performance.now();
-        await log.append(event(i), { durable: durableEvery > 0 && i % durableEvery === 0 });
-        lat.push(performance.now() - t);
+        await log.append(event(i), { durable });
+        count++;
+        if (o.latencyOf === undefined || (o.latencyOf === 'durable') === durable) lat.push(performance.now() - t);
+        // Yield to the event loop after each append, as a socket-driven proxy does (its requests
+        // arrive as I/O events): otherwise appenders whose appends settle in microtasks starve
+        // the fsync completions and the timer of the others.
+        if (o.yieldEach) await new Promise((r) => setImmediate(r));
       }
     }),
   );
@@ -112,7 +137,10 @@ async function auditCase(name: string, sync: AuditSyncMode, appenders: number, d
   const fsyncs = log.stats.fsyncs;
   await log.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  return row(name, lat, elapsed, fsyncs);
+  const r = row(name, lat, elapsed, fsyncs);
+  r.events = count;
+  r.perSec = (count / elapsed) * 1000;
+  return r;
 }
 
 function fmt(n: number, digits = 0): string {
@@ -129,7 +157,11 @@ async function main(): Promise<void> {
     ['always, 32 appenders (group commit)', () => auditCase('always, 32 appenders (group commit)', 'always', 32)],
     ['writes non-durable, 1 appender', () => auditCase('writes non-durable, 1 appender', 'writes', 1)],
     ['writes non-durable, 32 appenders', () => auditCase('writes non-durable, 32 appenders', 'writes', 32)],
-    ['writes 10% durable, 32 appenders', () => auditCase('writes 10% durable, 32 appenders', 'writes', 32, 10)],
+    ['writes 10% durable, 32 appenders', () => auditCase('writes 10% durable, 32 appenders', 'writes', 32, { durableEvery: 10 })],
+    ['  the same, yielding, latency of the reads', () => auditCase('  the same, yielding, latency of the reads', 'writes', 32, { durableEvery: 10, latencyOf: 'reads', yieldEach: true })],
+    ['  the same, yielding, latency of the durable', () => auditCase('  the same, yielding, latency of the durable', 'writes', 32, { durableEvery: 10, latencyOf: 'durable', yieldEach: true })],
+    ['writes 10% durable, 2 appenders yielding, reads', () => auditCase('writes 10% durable, 2 appenders yielding, reads', 'writes', 2, { durableEvery: 10, latencyOf: 'reads', yieldEach: true })],
+    ['writes non-durable, 1 appender yielding, 1 s', () => auditCase('writes non-durable, 1 appender yielding, 1 s', 'writes', 1, { forMs: 1000, yieldEach: true })],
   ];
   // Rounds are interleaved so that a noisy neighbour on the disk hits every case alike.
   const runs = new Map<string, Row[]>();

@@ -7,7 +7,8 @@
 //
 // Every case runs S seconds (default 5; pgbench -T), R rounds (default 1) interleaved, the best
 // TPS kept. p99 latency comes from pgbench's per-transaction log (-l) at 1 client. Ratios are
-// against the direct and pgbouncer figures of the same run. pgbouncer (session pooling) runs
+// against the direct, pgbouncer and node-pipe (a bare Node pass-through in its own process, the
+// ceiling of any Node proxy here) figures of the same run. pgbouncer (session pooling) runs
 // when /usr/sbin/pgbouncer exists (as the postgres user when this runs as root); otherwise the
 // table says why it is skipped. Everything shares the machine: on a small one, pgbench, the
 // server and the proxy compete for the same CPUs.
@@ -44,6 +45,10 @@ const PGBOUNCER = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => fs.e
 
 interface Result {
   tps: number;
+  /** Transactions pgbench completed. */
+  tx: number;
+  /** Portcullis only: CPU time of this process (the proxy) per transaction, µs. */
+  cpuPerTx?: number;
   avgMs: number;
   p99Ms: number | null;
 }
@@ -62,6 +67,7 @@ function runPgbench(args: string[], env: Record<string, string>, logDir: string 
       clearTimeout(timer);
       const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);
       const lat = /latency average = ([\d.]+) ms/.exec(out);
+      const txs = /number of transactions actually processed: (\d+)/.exec(out);
       if (code !== 0 || !tps) return reject(new Error(`pgbench ${full.join(' ')} exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
       let p99: number | null = null;
       if (logDir) {
@@ -76,7 +82,7 @@ function runPgbench(args: string[], env: Record<string, string>, logDir: string 
         lats.sort((a, b) => a - b);
         if (lats.length) p99 = lats[Math.min(lats.length - 1, Math.floor(lats.length * 0.99))]! / 1000;
       }
-      resolve({ tps: Number(tps[1]), avgMs: lat ? Number(lat[1]) : 0, p99Ms: p99 });
+      resolve({ tps: Number(tps[1]), tx: txs ? Number(txs[1]) : 0, avgMs: lat ? Number(lat[1]) : 0, p99Ms: p99 });
     });
   });
 }
@@ -128,6 +134,20 @@ async function startPgbouncer(dir: string, pgHost: string, pgPort: number, user:
   }
   child.kill('SIGKILL');
   return `pgbouncer did not start (see ${path.join(dir, 'pgbouncer.log')})`;
+}
+
+/** The bare Node pass-through (bench/pg-passthrough.ts) in its own process: the ceiling of a Node proxy. */
+async function startPassthrough(upPort: number): Promise<{ port: number; stop: () => void }> {
+  const port = await freePort();
+  const script = path.join(path.dirname(new URL(import.meta.url).pathname), `pg-passthrough${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`);
+  const args = script.endsWith('.ts') ? ['--import', 'tsx', script] : [script];
+  const child = spawn(process.execPath, [...args, String(port), String(upPort)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('the pass-through did not start')), 20_000);
+    child.stdout.once('data', () => (clearTimeout(t), resolve()));
+    child.once('exit', (code) => (clearTimeout(t), reject(new Error(`the pass-through exited ${code}`))));
+  });
+  return { port, stop: () => child.kill('SIGTERM') };
 }
 
 /** Streams a query's rows over a raw connection, counting rows; returns elapsed ms. */
@@ -193,10 +213,13 @@ async function main(): Promise<void> {
     });
     const bouncer = await startPgbouncer(path.join(tmp, 'pgbouncer'), server.host, server.port, server.superuser, server.password);
     if (typeof bouncer !== 'string') cleanups.unshift(() => bouncer.stop());
+    const passthrough = await startPassthrough(server.port);
+    cleanups.unshift(() => passthrough.stop());
 
     const targets: { name: string; port: number; user: string; password: string }[] = [
       { name: 'direct', port: server.port, user: server.superuser, password: server.password },
       ...(typeof bouncer !== 'string' ? [{ name: 'pgbouncer', port: bouncer.port, user: server.superuser, password: server.password }] : []),
+      { name: 'node-pipe', port: passthrough.port, user: server.superuser, password: server.password },
       { name: 'portcullis', port: proxy.port, user: 'demo-agent', password: token },
     ];
     const logDir = path.join(tmp, 'logs');
@@ -206,13 +229,18 @@ async function main(): Promise<void> {
       for (const mode of MODES) {
         for (const clients of CLIENTS) {
           for (const t of targets) {
-            if (ONLY !== '' && t.name !== ONLY && t.name !== 'direct') continue;
+            if (ONLY !== '' && t.name !== ONLY && t.name !== 'direct' && t.name !== 'node-pipe') continue;
             const key = `${mode}|${clients}|${t.name}`;
+            const cpu0 = process.cpuUsage();
             const r = await runPgbench(
               ['-n', '-S', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 4)), '-T', String(SECONDS), '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, 'shop'],
               { PGPASSWORD: t.password },
               clients === 1 ? logDir : null,
             );
+            if (t.name === 'portcullis' && r.tx > 0) {
+              const cpu = process.cpuUsage(cpu0);
+              r.cpuPerTx = (cpu.user + cpu.system) / r.tx;
+            }
             const prev = results.get(key);
             if (!prev || r.tps > prev.tps) results.set(key, r);
           }
@@ -223,19 +251,21 @@ async function main(): Promise<void> {
     const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
     process.stdout.write(`pgbench -S, ${SECONDS} s per case, scale ${SCALE}, ${os.cpus().length} CPUs, PostgreSQL ${server.version}\n`);
     if (typeof bouncer === 'string') process.stdout.write(`pgbouncer: skipped — ${bouncer}\n`);
-    process.stdout.write(`${'mode'.padEnd(9)}${'clients'.padStart(8)}${'target'.padStart(12)}${'TPS'.padStart(10)}${'avg ms'.padStart(9)}${'p99 ms'.padStart(9)}${'vs direct'.padStart(11)}${'vs pgbouncer'.padStart(14)}\n`);
+    process.stdout.write(`${'mode'.padEnd(9)}${'clients'.padStart(8)}${'target'.padStart(12)}${'TPS'.padStart(10)}${'avg ms'.padStart(9)}${'p99 ms'.padStart(9)}${'vs direct'.padStart(11)}${'vs pgbouncer'.padStart(14)}${'vs node-pipe'.padStart(14)}\n`);
     for (const mode of MODES) {
       for (const clients of CLIENTS) {
         const d = results.get(`${mode}|${clients}|direct`)!;
         const b = results.get(`${mode}|${clients}|pgbouncer`);
+        const np = results.get(`${mode}|${clients}|node-pipe`);
         for (const t of targets) {
           const r = results.get(`${mode}|${clients}|${t.name}`);
           if (!r) continue;
           process.stdout.write(
-            `${mode.padEnd(9)}${String(clients).padStart(8)}${t.name.padStart(12)}${fmt(r.tps).padStart(10)}${fmt(r.avgMs, 3).padStart(9)}${(r.p99Ms !== null ? fmt(r.p99Ms, 3) : '-').padStart(9)}${fmt(r.tps / d.tps, 2).padStart(10)}×${(b ? fmt(r.tps / b.tps, 2) + '×' : '-').padStart(14)}\n`,
+            `${mode.padEnd(9)}${String(clients).padStart(8)}${t.name.padStart(12)}${fmt(r.tps).padStart(10)}${fmt(r.avgMs, 3).padStart(9)}${(r.p99Ms !== null ? fmt(r.p99Ms, 3) : '-').padStart(9)}${fmt(r.tps / d.tps, 2).padStart(10)}×${(b ? fmt(r.tps / b.tps, 2) + '×' : '-').padStart(14)}${(np ? fmt(r.tps / np.tps, 2) + '×' : '-').padStart(14)}\n`,
           );
         }
         const p = results.get(`${mode}|${clients}|portcullis`);
+        if (p?.cpuPerTx !== undefined) process.stdout.write(`${''.padEnd(29)}proxy CPU per transaction: ${fmt(p.cpuPerTx, 0)} µs (this process, user + system)\n`);
         if (clients === 1 && p && p.p99Ms !== null && d.p99Ms !== null) process.stdout.write(`${''.padEnd(29)}added p99 latency through Portcullis: ${fmt(p.p99Ms - d.p99Ms, 3)} ms\n`);
       }
     }

@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { AuditLog, type AuditEvent, type AuditInput, type AuditIo } from '../src/core/audit.js';
 import { verifyAudit } from '../src/core/audit-verify.js';
 import { readAudit, tailAudit } from '../src/core/audit-read.js';
-import { canonicalJson } from '../src/core/canonical-json.js';
+import { canonicalJson, canonicalJsonCareful } from '../src/core/canonical-json.js';
 import { PortcullisError } from '../src/policy/types.js';
 
 const made: string[] = [];
@@ -135,6 +135,32 @@ describe('canonical JSON', () => {
     const a = canonicalJson({ x: 1, y: { p: 2, q: 3 } });
     const b = canonicalJson({ y: { q: 3, p: 2 }, x: 1 });
     assert.equal(a, b);
+  });
+
+  test('the JSON.stringify fast path writes exactly what the careful encoder writes', () => {
+    // fc.anything: index-like keys, undefined, NaN/±0/±Infinity, sparse arrays, Dates, boxed values, typed arrays.
+    const value = fc.anything({ withDate: true, withSparseArray: true, withNullPrototype: true, withBoxedValues: true, withMap: true, withSet: true, withTypedArray: true, withObjectString: true, maxDepth: 5 });
+    fc.assert(
+      fc.property(value, (v) => {
+        let careful: string | Error;
+        try {
+          careful = canonicalJsonCareful(v);
+        } catch (e) {
+          careful = e as Error;
+        }
+        if (careful instanceof Error) assert.throws(() => canonicalJson(v));
+        else assert.equal(canonicalJson(v), careful);
+      }),
+      { numRuns: 2000 },
+    );
+    // Shapes the fast path must hand over: index keys, nesting deeper than it walks, cycles.
+    assert.equal(canonicalJson({ b: 1, 10: 'x', 9: 'y', a: { 2: 0, 1: 0 } }), '{"10":"x","9":"y","a":{"1":0,"2":0},"b":1}');
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 100; i++) deep = i % 2 ? [deep] : { z: deep, a: i };
+    assert.equal(canonicalJson(deep), canonicalJsonCareful(deep));
+    const cyc: Record<string, unknown> = { a: 1 };
+    cyc.z = { inner: [cyc] };
+    assert.throws(() => canonicalJson(cyc), isCode('canonical_json_cycle'));
   });
 });
 

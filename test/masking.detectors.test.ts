@@ -2,6 +2,8 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { DIGIT_SEED_ANYWHERE, digitWindows } from '../src/masking/detectors.js';
 import {
   ALL_DETECTORS,
   DETECTORS,
@@ -29,6 +31,21 @@ function withLuhn(prefix: string): string {
 function b64url(s: string): string {
   return Buffer.from(s, 'utf8').toString('base64url');
 }
+
+describe('digit windows (where the digit-shaped detectors look)', () => {
+  test('seeding only at the start of a block of digits finds the same windows as seeding anywhere', () => {
+    const ch = fc.constantFrom('0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ' ', '.', '(', ')', '/', '-', 'x', 'A', '\n', 'é');
+    const text = fc.array(ch, { maxLength: 300 }).map((a) => a.join(''));
+    fc.assert(
+      fc.property(text, (t) => assert.deepEqual(digitWindows(t), digitWindows(t, DIGIT_SEED_ANYWHERE))),
+      { numRuns: 5000 },
+    );
+    for (const t of ['4111 1111 1111 1111', '12 34 56 78 90 12', '12-34-567-890-123', '123456789', '12345678', 'x123--45---6789012', '(555) 123-4567', '']) {
+      assert.deepEqual(digitWindows(t), digitWindows(t, DIGIT_SEED_ANYWHERE), t);
+    }
+    assert.deepEqual(digitWindows('ab 4111 1111 1111 1111 cd'), [0, 25]);
+  });
+});
 
 describe('detector registry', () => {
   test('every id has a detector with a false-positive note and a default', () => {

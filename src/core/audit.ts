@@ -10,8 +10,11 @@
 //
 // Ordering and concurrency: `append` assigns seq, prev and hash synchronously, so the chain is
 // correct however many callers interleave. Lines go to disk through a single writer loop: every
-// append that arrives while a write(+fsync) is in flight joins the next batch, which is written
-// with one write() and at most one fdatasync() — group commit, as PostgreSQL does with its WAL.
+// append that arrives while a write is in flight joins the next batch, written with one write().
+// A separate syncer runs fdatasync(): one fsync covers every line written before it started, and
+// every durable line written while it runs shares the next one — group commit, as PostgreSQL
+// does with its WAL. The writer never waits for the syncer, so a read's append is not delayed by
+// a running fsync (timer or durable batch): it settles as soon as its line is written.
 //
 // Durability: sync 'always' fsyncs before resolving every append; 'writes' only those appended
 // with { durable: true } (state changes, denials, approvals); 'interval' never waits for fsync.
@@ -24,7 +27,7 @@ import { promises as fsp, writeSync } from 'node:fs';
 import path from 'node:path';
 import { PortcullisError } from '../policy/types.js';
 import { canonicalJson } from './canonical-json.js';
-import { createHash } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
 import {
   auditPaths,
   CHECKPOINT_TYPE,
@@ -104,6 +107,12 @@ export interface AuditStats {
   writtenSeq: number;
   /** Highest seq known durable (fsynced). */
   syncedSeq: number;
+}
+
+/** crypto.hash (Node ≥ 20.12): one-shot, measurably cheaper than createHash for short inputs. */
+const oneShotHash = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+function sha256Hex(s: string): string {
+  return oneShotHash ? oneShotHash('sha256', s, 'hex') : nodeCrypto.createHash('sha256').update(s).digest('hex');
 }
 
 const DEFAULT_INTERVAL_MS = 200;
@@ -189,14 +198,18 @@ export class AuditLog {
   private syncedHash: string;
 
   private queue: Pending[] = [];
+  /** Written durable lines waiting for the next fsync. */
+  private awaitingSync: Pending[] = [];
   private flushWaiters: Waiter[] = [];
-  private running = false;
+  private writing = false;
+  private syncing = false;
   private syncWanted = false;
   private syncTimer: NodeJS.Timeout | null = null;
   private failure: PortcullisError | null = null;
   private closing = false;
   private closePromise: Promise<void> | null = null;
-  private runPromise: Promise<void> | null = null;
+  private writePromise: Promise<void> | null = null;
+  private syncPromise: Promise<void> | null = null;
 
   private headTarget: { seq: number; hash: string; durable: boolean } | null = null;
   private headRunning: Promise<void> | null = null;
@@ -404,8 +417,9 @@ export class AuditLog {
         failure = err as Error;
       }
     }
-    // Let the writer loop and a HEAD write settle before closing the descriptor.
-    if (this.runPromise) await this.runPromise;
+    // Let the writer, the syncer and a HEAD write settle before closing the descriptor.
+    if (this.writePromise) await this.writePromise;
+    if (this.syncPromise) await this.syncPromise;
     if (this.headRunning) await this.headRunning;
     if (this.syncTimer) clearTimeout(this.syncTimer);
     this.syncTimer = null;
@@ -433,9 +447,12 @@ export class AuditLog {
       if (!isRecord(id) || typeof id.subject !== 'string' || !Array.isArray(id.groups)) {
         throw new PortcullisError('audit_bad_event', 'audit: event.identity must have subject (string) and groups (string[])');
       }
-      const identity: AuditIdentity = { subject: id.subject, groups: id.groups.map(String) };
-      if (id.issuer !== undefined) identity.issuer = String(id.issuer);
+      // Keys in canonical (sorted) order: canonicalJson then takes JSON.stringify's fast path.
+      const identity = {} as AuditIdentity;
       if (id.authMethod !== undefined) identity.authMethod = String(id.authMethod);
+      identity.groups = id.groups.map(String);
+      if (id.issuer !== undefined) identity.issuer = String(id.issuer);
+      identity.subject = id.subject;
       body.identity = identity;
     }
     if (input.target !== undefined) body.target = String(input.target);
@@ -461,7 +478,7 @@ export class AuditLog {
       if (!isRecord(d) || typeof d.effect !== 'string' || typeof d.rule !== 'string') {
         throw new PortcullisError('audit_bad_event', 'audit: event.decision must have effect and rule');
       }
-      body.decision = { effect: d.effect as AuditDecision['effect'], rule: d.rule, reason: typeof d.reason === 'string' ? d.reason : '' };
+      body.decision = { effect: d.effect as AuditDecision['effect'], reason: typeof d.reason === 'string' ? d.reason : '', rule: d.rule };
     }
     if (input.data !== undefined) {
       if (!isRecord(input.data)) throw new PortcullisError('audit_bad_event', 'audit: event.data must be a JSON object');
@@ -473,9 +490,22 @@ export class AuditLog {
   /** Assign seq/prev/hash and queue the line. Synchronous: this is what keeps the chain ordered. */
   private enqueue(body: Omit<AuditEvent, 'seq' | 'prev' | 'hash' | 'time'>, durable: boolean): Pending {
     const seq = this.seq + 1;
-    const unhashed = { seq, time: this.now().toISOString(), ...body, prev: this.prevHash };
+    // Keys in canonical (sorted) order, so that canonicalJson can use JSON.stringify (the bytes
+    // are the same in any order; only the speed differs).
+    const unhashed = {} as Omit<AuditEvent, 'hash'>;
+    if (body.data !== undefined) unhashed.data = body.data;
+    if (body.decision !== undefined) unhashed.decision = body.decision;
+    if (body.identity !== undefined) unhashed.identity = body.identity;
+    unhashed.prev = this.prevHash;
+    if (body.protocol !== undefined) unhashed.protocol = body.protocol;
+    if (body.request !== undefined) unhashed.request = body.request;
+    unhashed.seq = seq;
+    if (body.session !== undefined) unhashed.session = body.session;
+    if (body.target !== undefined) unhashed.target = body.target;
+    unhashed.time = this.now().toISOString();
+    unhashed.type = body.type;
     const canonical = canonicalJson(unhashed); // throws on cycles/BigInt: nothing is committed yet
-    const hash = createHash('sha256').update(canonical).digest('hex');
+    const hash = sha256Hex(canonical);
     const line = `${canonical.slice(0, -1)},"hash":"${hash}"}\n`;
     const event = { ...unhashed, hash } as AuditEvent;
     this.seq = seq;
@@ -496,44 +526,37 @@ export class AuditLog {
   }
 
   private kick(): void {
-    if (this.running || this.failure) return;
-    this.running = true;
+    if (this.writing || this.failure || this.queue.length === 0) return;
+    this.writing = true;
     // A microtask, so that every append made in the same tick joins the first batch.
     queueMicrotask(() => {
-      this.runPromise = this.run();
+      this.writePromise = this.writeLoop();
     });
   }
 
-  private async run(): Promise<void> {
+  /**
+   * The writer: writes queued lines, one write() per batch, and never waits for an fsync. A
+   * non-durable line settles as soon as it is written; a durable one joins `awaitingSync`, which
+   * the syncer commits as a group (every durable line written while an fsync runs shares the next).
+   */
+  private async writeLoop(): Promise<void> {
     let current: Pending[] = [];
     try {
-      // Each iteration consumes the queue or a sync request; the loop ends when both are empty.
-      for (let i = 0; i < Number.MAX_SAFE_INTEGER && !this.failure; i++) {
-        if (this.queue.length > 0) {
-          current = this.queue;
-          this.queue = [];
-          // A due timer sync or a flush rides on this batch, so that a steady stream of
-          // non-durable appends cannot starve it.
-          const force = this.syncWanted;
-          this.syncWanted = false;
-          await this.writeBatch(current, force);
-          continue;
-        }
-        if (this.syncWanted) {
-          this.syncWanted = false;
-          await this.syncNow([]);
-          continue;
-        }
-        break;
+      // Each iteration consumes the queue; bounded by the number of appends.
+      for (let i = 0; i < Number.MAX_SAFE_INTEGER && !this.failure && this.queue.length > 0; i++) {
+        current = this.queue;
+        this.queue = [];
+        await this.writeBatch(current);
+        current = [];
       }
     } catch (err) {
       this.fail('writer', err, current);
     } finally {
-      this.running = false;
+      this.writing = false;
     }
   }
 
-  private async writeBatch(batch: Pending[], forceSync: boolean): Promise<void> {
+  private async writeBatch(batch: Pending[]): Promise<void> {
     const data = Buffer.from(batch.length === 1 ? batch[0]!.line : batch.map((p) => p.line).join(''), 'utf8');
     try {
       await this.io.write(this.fh, data);
@@ -541,29 +564,63 @@ export class AuditLog {
       this.fail('write', err, batch);
       return;
     }
+    if (this.failure) {
+      // The syncer failed meanwhile: this batch left the queue before fail() ran.
+      this.rejectUnsettled(batch);
+      return;
+    }
     const last = batch[batch.length - 1]!;
     this.stats.writes++;
     if (batch.length > this.stats.maxBatch) this.stats.maxBatch = batch.length;
     this.stats.writtenSeq = last.seq;
     this.writtenHash = last.hash;
-    let needSync = forceSync;
+    let durable = false;
     for (const p of batch) {
       if (p.durable) {
-        needSync = true;
+        durable = true;
+        this.awaitingSync.push(p);
       } else {
         p.settled = true;
         p.resolve?.(p.event);
       }
     }
-    if (needSync) {
-      await this.syncNow(batch);
+    if (durable || this.syncWanted || this.flushWaiters.length > 0) {
+      this.startSync();
     } else if (!this.syncTimer) {
       this.syncTimer = setTimeout(() => {
         this.syncTimer = null;
         this.syncWanted = true;
-        this.kick();
+        this.startSync();
       }, this.intervalMs);
       this.syncTimer.unref();
+    }
+  }
+
+  private syncNeeded(): boolean {
+    return this.awaitingSync.length > 0 || this.syncWanted || this.flushWaiters.some((w) => w.seq <= this.stats.writtenSeq);
+  }
+
+  private startSync(): void {
+    if (this.syncing || this.failure || !this.syncNeeded()) return;
+    this.syncing = true;
+    this.syncPromise = this.syncLoop().finally(() => {
+      this.syncing = false;
+      // A request that came in as the loop ended.
+      if (!this.failure && this.syncNeeded()) this.startSync();
+    });
+  }
+
+  /**
+   * The syncer: one fdatasync() covers every line written before it starts (group commit); the
+   * durable appends among them settle when it returns. Runs concurrently with the writer.
+   */
+  private async syncLoop(): Promise<void> {
+    // Each iteration commits what was written before it; bounded by the number of writes.
+    for (let i = 0; i < Number.MAX_SAFE_INTEGER && !this.failure && this.syncNeeded(); i++) {
+      const group = this.awaitingSync;
+      this.awaitingSync = [];
+      this.syncWanted = false;
+      await this.syncNow(group);
     }
   }
 
@@ -577,10 +634,15 @@ export class AuditLog {
         this.fail('fsync', err, batch);
         return;
       }
+      if (this.failure) {
+        // The writer failed meanwhile: this group left awaitingSync before fail() ran.
+        this.rejectUnsettled(batch);
+        return;
+      }
       this.stats.fsyncs++;
       this.stats.syncedSeq = seq;
       this.syncedHash = hash;
-      if (this.syncTimer) {
+      if (this.syncTimer && seq >= this.stats.writtenSeq) {
         clearTimeout(this.syncTimer);
         this.syncTimer = null;
       }
@@ -604,8 +666,8 @@ export class AuditLog {
     if (target > this.stats.syncedSeq) {
       await new Promise<void>((resolve, reject) => {
         this.flushWaiters.push({ seq: target, resolve, reject });
-        this.syncWanted = true;
         this.kick();
+        this.startSync();
       });
     }
     // HEAD.json: durably at `target` (the batches' HEAD writes skip the fsyncs).
@@ -666,6 +728,17 @@ export class AuditLog {
     this.stats.headWrites++;
   }
 
+  private rejectUnsettled(batch: Pending[]): void {
+    const failure = this.failure;
+    if (!failure) return;
+    for (const p of batch) {
+      if (!p.settled) {
+        p.settled = true;
+        p.reject?.(failure);
+      }
+    }
+  }
+
   private fail(what: string, err: unknown, batch: Pending[]): void {
     if (!this.failure) {
       const cause = err as NodeJS.ErrnoException;
@@ -676,13 +749,14 @@ export class AuditLog {
       );
     }
     const failure = this.failure;
-    for (const p of [...batch, ...this.queue]) {
+    for (const p of [...batch, ...this.awaitingSync, ...this.queue]) {
       if (!p.settled) {
         p.settled = true;
         p.reject?.(failure);
       }
     }
     this.queue = [];
+    this.awaitingSync = [];
     for (const w of this.flushWaiters) w.reject(failure);
     this.flushWaiters = [];
     if (this.syncTimer) {

@@ -3,8 +3,8 @@
 // point: identity + request → decision, with the audit event durable before it returns.
 import { randomUUID } from 'node:crypto';
 import { loadPolicyDir, type CompiledPolicy } from '../policy/compile.js';
-import { evaluate } from '../policy/engine.js';
 import { requestActions } from '../policy/actions.js';
+import { evaluateCached } from './decision-cache.js';
 import { PortcullisError, type Decision, type Identity, type PolicyRequest, type Protocol } from '../policy/types.js';
 import type { Store } from '../store/types.js';
 import { AuditLog, type AuditOpenOptions } from './audit.js';
@@ -203,7 +203,7 @@ export class Core {
   async decide(session: string | null, request: PolicyRequest): Promise<{ decision: Decision; seq: number | null }> {
     const policy = this.policySnapshot;
     const t0 = performance.now();
-    const ev = evaluate(policy, request);
+    const ev = evaluateCached(policy, request);
     const evalSeconds = (performance.now() - t0) / 1000;
     let decision = ev.decision;
     let shadow: { effect: string; rule: string; reason: string; code?: string } | undefined = ev.shadow;

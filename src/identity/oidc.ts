@@ -13,6 +13,7 @@
 // - Verified tokens are cached (bounded) until they expire: a cache hit re-checks the times and
 //   that the signing key is still published, so a key removed at the IdP also ends its tokens.
 import { constants, createHash, createPublicKey, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
 import * as oidcClient from 'openid-client';
 import type { Logger } from '../core/log.js';
 import { checkFetchUrl, type JwsAlgorithm, type OidcIssuerConfig } from './config.js';
@@ -24,6 +25,8 @@ export const MAX_JWT_LENGTH = 16 * 1024;
 const MAX_JWKS_BYTES = 1024 * 1024;
 const MAX_KEYS = 64;
 const MIN_RSA_BITS = 2048;
+/** Distinct token headers kept decoded (an issuer uses one per key and token type). */
+const MAX_CACHED_HEADERS = 256;
 
 interface AlgSpec {
   hash: string | null;
@@ -81,6 +84,7 @@ class IssuerState {
   keySet = new Set<KeyObject>();
   /** Canonical public JWK → KeyObject, so that a refresh keeps unchanged keys (and the cache). */
   private byJwk = new Map<string, KeyObject>();
+  private readonly byKidAlg = new Map<string, KeyEntry[]>();
   loadedAt = 0;
   lastAttempt = Number.NEGATIVE_INFINITY;
   lastError?: string;
@@ -129,14 +133,24 @@ class IssuerState {
     if (next.length === 0) throw new Error(`no usable signature key in the JWK set${skipped ? ` (${skipped} skipped)` : ''}`);
     if (skipped) log?.debug('oidc: keys skipped in JWK set', { issuer: this.cfg.name, skipped });
     this.keys = next;
+    this.byKidAlg.clear();
     this.byJwk = nextByJwk;
     this.keySet = new Set(next.map((k) => k.key));
     this.loadedAt = now;
     this.lastError = undefined;
   }
 
+  /** Keys that may have signed a token with this kid and alg (computed once per key set). */
   candidates(kid: string | undefined, alg: JwsAlgorithm): KeyEntry[] {
-    return this.keys.filter((k) => (kid === undefined || k.kid === kid) && keyFits(k, alg)).slice(0, 8);
+    const ck = `${alg}\u0000${kid ?? '\u0000'}`;
+    let c = this.byKidAlg.get(ck);
+    if (!c) {
+      c = this.keys.filter((k) => (kid === undefined || k.kid === kid) && keyFits(k, alg)).slice(0, 8);
+      // Bounded: kids come from untrusted headers (checked before the signature is).
+      if (this.byKidAlg.size >= 256) this.byKidAlg.clear();
+      this.byKidAlg.set(ck, c);
+    }
+    return c;
   }
 }
 
@@ -164,6 +178,12 @@ export interface OidcVerifierOptions {
 }
 
 const B64URL = /^[A-Za-z0-9_-]*$/;
+
+/** crypto.hash (Node ≥ 20.12): one-shot, cheaper than createHash for short inputs. */
+const oneShotHash = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+function sha256Hex(s: string): string {
+  return oneShotHash ? oneShotHash('sha256', s, 'hex') : createHash('sha256').update(s).digest('hex');
+}
 
 function b64json(part: string, what: string): Record<string, unknown> {
   let v: unknown;
@@ -194,6 +214,7 @@ export class OidcVerifier {
   private readonly states = new Map<string, IssuerState>();
   private readonly cache = new Map<string, CacheEntry>();
   private readonly cacheSize: number;
+  private readonly headers = new Map<string, Record<string, unknown>>();
 
   constructor(
     issuers: readonly OidcIssuerConfig[],
@@ -244,7 +265,7 @@ export class OidcVerifier {
     if (parts.length !== 3) throw new IdentityError('token_malformed', parts.length === 5 ? 'malformed token (encrypted JWTs are not accepted)' : 'malformed token (not a JWS compact serialization)');
     const [h64, p64, s64] = parts;
     if (!h64 || !p64 || !B64URL.test(h64) || !B64URL.test(p64) || !B64URL.test(s64)) throw new IdentityError('token_malformed', 'malformed token (not base64url)');
-    const header = b64json(h64, 'header');
+    const header = this.header(h64);
     const claims = b64json(p64, 'payload');
     const alg = header.alg;
     if (typeof alg !== 'string') throw new IdentityError('token_malformed', 'malformed token (no alg in the header)');
@@ -335,7 +356,7 @@ export class OidcVerifier {
       authMethod: 'oidc',
       expiresAt: exp * 1000,
       // the signature names the token (a changed header or payload changes it)
-      credentialId: `oidc:${cfg.name}:${createHash('sha256').update(s64).digest('hex').slice(0, 16)}`,
+      credentialId: `oidc:${cfg.name}:${sha256Hex(s64).slice(0, 16)}`,
     };
     if (this.cacheSize > 0) {
       if (this.cache.size >= this.cacheSize) {
@@ -345,6 +366,23 @@ export class OidcVerifier {
       this.cache.set(token, { state: st, key: signer, exp, nbf, iat, identity, claims });
     }
     return { identity: { ...identity, groups: [...groups] }, claims, issuer: cfg };
+  }
+
+  /**
+   * The decoded header. An issuer signs every token with the same few headers, so they are kept
+   * (bounded; frozen, never changed): a verification decodes only the payload. Nothing is trusted
+   * from the cache that the signature does not cover — the header bytes are the cache key and
+   * are part of the signed data.
+   */
+  private header(h64: string): Record<string, unknown> {
+    const known = this.headers.get(h64);
+    if (known) return known;
+    const h = Object.freeze(b64json(h64, 'header'));
+    if (h64.length <= 1024) {
+      if (this.headers.size >= MAX_CACHED_HEADERS) this.headers.clear();
+      this.headers.set(h64, h);
+    }
+    return h;
   }
 
   /** Still valid now: the issuer is configured and the token has not expired. */

@@ -1239,7 +1239,7 @@ function det(
     keepFirst: d.keepFirst ?? (d.style === 'digits' ? 0 : 1),
     keepLast: d.keepLast ?? (d.style === 'digits' ? 4 : 0),
     scan(text: string, sink: ScanSink): void {
-      alone ??= new Scanner([detector]);
+      alone ??= scannerFor([detector]);
       alone.scan(text, sink);
     },
   };
@@ -1503,7 +1503,9 @@ const WINDOW_RIGHT = 4;
  * digits (every card, SSN, North American phone number and IBAN has such a run). Starting with
  * `\d\d\d` lets the regex engine skip quickly over text with only short numbers.
  */
-const DIGIT_SEED = /\d\d\d(?:[ .()/-]{0,2}\d){6}/g;
+const DIGIT_SEED = /(?<![0-9])\d\d\d(?:[ .()/-]{0,2}\d){6}/g;
+/** DIGIT_SEED without the look-behind (the reference the tests compare digitWindows with). */
+export const DIGIT_SEED_ANYWHERE = /\d\d\d(?:[ .()/-]{0,2}\d){6}/g;
 
 function isRunGap(c: number): boolean {
   return c === 32 || c === 45 || c === 46 || c === 40 || c === 41 || c === 47;
@@ -1512,11 +1514,15 @@ function isRunGap(c: number): boolean {
 /**
  * Windows [from, to) around runs of 9 or more digits, with margins, merged. Cards (13+ digits),
  * SSNs (9), North American phone numbers (10) and IBANs can only occur inside them.
+ *
+ * The seed starts only where a digit does not follow another: a run that has a seed somewhere
+ * has one at the start of that block of digits too (and the window is the whole run either way),
+ * and the regex no longer retries at every digit of every number (measured 10–20 % faster on
+ * log text; a character loop measured half as fast as the regex).
  */
-export function digitWindows(text: string): number[] {
+export function digitWindows(text: string, re: RegExp = DIGIT_SEED): number[] {
   const n = text.length;
   const out: number[] = [];
-  const re = DIGIT_SEED;
   re.lastIndex = 0;
   for (let m = re.exec(text); m !== null; m = re.exec(text)) {
     let s = m.index;
@@ -1540,6 +1546,36 @@ export function digitWindows(text: string): number[] {
     else out.push(from, to);
   }
   return out;
+}
+
+/** For an anchor's first-character fragment, which ASCII codes it matches (computed once per fragment). */
+const firstCharCache = new Map<string, boolean[]>();
+function firstChars(fragment: string): boolean[] {
+  let set = firstCharCache.get(fragment);
+  if (!set) {
+    const re = new RegExp(`^(?:${fragment})$`);
+    set = [];
+    for (let c = 0; c < 128; c++) set.push(re.test(String.fromCharCode(c)));
+    firstCharCache.set(fragment, set);
+  }
+  return set;
+}
+
+const scanners = new Map<string, Scanner>();
+
+/**
+ * The Scanner for a set of detectors, shared: a Scanner holds no state between scan() calls
+ * (its regexes' lastIndex is set before every use, and scan() never yields), and building one
+ * compiles every anchor (milliseconds), which a session or a mask change should not pay again.
+ */
+export function scannerFor(detectors: readonly Detector[]): Scanner {
+  const key = detectors.map((d) => d.id).join(',');
+  const s = scanners.get(key);
+  // Same ids, same detector objects (a caller could build its own detector under a known id).
+  if (s && s.detectors.length === detectors.length && s.detectors.every((d, i) => d === detectors[i])) return s;
+  const fresh = new Scanner(detectors);
+  if (!s) scanners.set(key, fresh);
+  return fresh;
 }
 
 /** Runs a set of detectors over texts: shared passes, then each detector's own work. */
@@ -1567,9 +1603,9 @@ export class Scanner {
     const source = [...byFirst].map(([f, rs]) => (rs.length === 1 ? f + rs[0] : `${f}(?:${rs.join('|')})`)).join('|');
     this.anchorRe = source ? new RegExp(source, 'g') : null;
     this.byChar = [];
+    const starts = this.anchored.map((a) => a.d.anchor!.map(([f]) => firstChars(f)));
     for (let c = 0; c < 128; c++) {
-      const ch = String.fromCharCode(c);
-      this.byChar.push(this.anchored.filter((a) => a.d.anchor!.some(([f]) => new RegExp(`^(?:${f})$`).test(ch))));
+      this.byChar.push(this.anchored.filter((_, i) => starts[i]!.some((set) => set[c])));
     }
     this.windowed = detectors.filter((d) => d.inWindow);
     this.owners = detectors.filter((d) => d.own);

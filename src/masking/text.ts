@@ -2,7 +2,7 @@
 // overlapping matches, and build the masked string.
 
 import { PortcullisError } from '../policy/types.js';
-import { DETECTORS, Scanner, type Detector } from './detectors.js';
+import { DETECTORS, scannerFor, type Scanner, type Detector } from './detectors.js';
 import { Hasher, lengthPreserving, maskString, redactMarker } from './strategies.js';
 import { isDetectorId, type DetectorId, type DetectorRule, type Finding, type ScanSink } from './types.js';
 
@@ -70,7 +70,7 @@ export class RuleSet {
     }
     this.rules = uniq;
     this.detectors = uniq.map((r) => DETECTORS[r.detector]);
-    this.scanner = new Scanner(this.detectors);
+    this.scanner = scannerFor(this.detectors);
   }
 
   rule(id: DetectorId): DetectorRule {
