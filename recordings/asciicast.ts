@@ -128,10 +128,13 @@ export class CastWriter {
 
   /** Close the current part (fsync) and go on in the next one. */
   private rotate(): void {
+    const n = this.parts.length + 1;
+    const next = partPath(this.path, n);
+    // Opened first: if it fails (the file exists, no space), the current part stays open and whole.
+    const fd = openSync(next, 'wx', 0o640);
     this.closePart();
-    const n = this.parts.length;
-    this.partPath = partPath(this.path, n);
-    this.fd = openSync(this.partPath, 'wx', 0o640);
+    this.partPath = next;
+    this.fd = fd;
     this.hash = createHash('sha256');
     this.partBytes = 0;
     this.partEvents = 0;
