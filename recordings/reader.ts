@@ -1,7 +1,7 @@
 // asciicast v2 reader: parses and validates a recording (https://docs.asciinema.org/manual/asciicast/v2/)
 // and iterates its events. Errors name the file and line. Streaming (`readCast`) for files of any
 // size; `parseCast` for text already in memory (the control socket's replay, tests).
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { PortcullisError } from '../src/policy/types.js';
 
@@ -142,4 +142,45 @@ export function castOutput(events: Iterable<CastEvent>): string {
   let s = '';
   for (const e of events) if (e.code === 'o') s += e.data;
   return s;
+}
+
+/**
+ * The parts of a rotated recording as one asciicast text: the first part whole, then each later
+ * part without its header (event times already count from the session start). Each part is
+ * checked to start with a valid header, naming the file.
+ */
+export function joinCastParts(texts: { file: string; text: string }[]): string {
+  let out = '';
+  texts.forEach(({ file, text }, i) => {
+    const nl = text.indexOf('\n');
+    if (i === 0) {
+      out = text;
+      return;
+    }
+    parseCastHeader(nl < 0 ? text : text.slice(0, nl), file);
+    if (out !== '' && !out.endsWith('\n')) out += '\n';
+    out += nl < 0 ? '' : text.slice(nl + 1);
+  });
+  return out;
+}
+
+/** Read the parts of a recording (in order) as one asciicast text. */
+export function readCastParts(files: string[]): string {
+  return joinCastParts(files.map((file) => ({ file, text: readFileSync(file, 'utf8') })));
+}
+
+/** Read and validate every part of a recording, in order, as one: the first header, all events. */
+export async function loadCastParts(files: string[]): Promise<ParsedCast> {
+  let header: CastHeaderV2 | null = null;
+  const events: CastEvent[] = [];
+  for (const file of files) {
+    const one = await loadCast(file);
+    header ??= one.header;
+    const prev = events.length ? events[events.length - 1]!.time : 0;
+    const first = one.events[0];
+    if (first && first.time < prev) throw new CastFormatError(file, first.line, `event time ${first.time} is before the previous part's last ${prev}`);
+    events.push(...one.events);
+  }
+  if (!header) throw new CastFormatError('<cast>', 1, 'no recording parts');
+  return { header, events };
 }

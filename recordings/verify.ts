@@ -19,12 +19,30 @@ export interface RecordingRef {
   bytes?: number;
 }
 
-/** The recording a `session.close` event binds, if any. */
+/** The recording a `session.close` event binds, if any (its first part when it was rotated). */
 export function recordingRefOf(ev: { type: string; seq: number; session?: string; data?: Record<string, unknown> }, line: number): RecordingRef | null {
-  if (ev.type !== 'session.close') return null;
-  const r = ev.data?.recording as { path?: unknown; sha256?: unknown; bytes?: unknown } | undefined;
-  if (!r || typeof r !== 'object' || typeof r.sha256 !== 'string' || typeof r.path !== 'string') return null;
-  return { line, seq: ev.seq, ...(ev.session ? { session: ev.session } : {}), path: r.path, sha256: r.sha256, ...(typeof r.bytes === 'number' ? { bytes: r.bytes } : {}) };
+  return recordingRefsOf(ev, line)[0] ?? null;
+}
+
+/**
+ * Every recording file a `session.close` event binds: the recording itself, or each of its parts
+ * (`data.recording.parts`, in order) when it was rotated. A malformed part entry is returned as a
+ * ref that cannot match (so verification fails, naming it) rather than skipped.
+ */
+export function recordingRefsOf(ev: { type: string; seq: number; session?: string; data?: Record<string, unknown> }, line: number): RecordingRef[] {
+  if (ev.type !== 'session.close') return [];
+  const r = ev.data?.recording as { path?: unknown; sha256?: unknown; bytes?: unknown; parts?: unknown } | undefined;
+  if (!r || typeof r !== 'object' || typeof r.sha256 !== 'string' || typeof r.path !== 'string') return [];
+  const base = { line, seq: ev.seq, ...(ev.session ? { session: ev.session } : {}) };
+  const one = (x: { path?: unknown; sha256?: unknown; bytes?: unknown }): RecordingRef => ({
+    ...base,
+    path: typeof x.path === 'string' ? x.path : JSON.stringify(x.path ?? null),
+    sha256: typeof x.sha256 === 'string' ? x.sha256 : '(missing)',
+    ...(typeof x.bytes === 'number' ? { bytes: x.bytes } : {}),
+  });
+  if (r.parts === undefined) return [one(r)];
+  if (!Array.isArray(r.parts) || r.parts.length === 0) return [{ ...base, path: JSON.stringify(r.parts), sha256: '(missing)' }];
+  return (r.parts as unknown[]).map((p) => one(typeof p === 'object' && p !== null ? (p as Record<string, unknown>) : {}));
 }
 
 async function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {

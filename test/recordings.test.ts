@@ -12,12 +12,16 @@ import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import pty from 'node-pty';
-import { CastWriter } from '../recordings/asciicast.js';
+import { CastWriter, partPath } from '../recordings/asciicast.js';
 import { exportHtml, PLAYER_JS } from '../recordings/export-html.js';
-import { findSession } from '../recordings/library.js';
+import { findSession, listRecordings } from '../recordings/library.js';
 import { Player, timeline } from '../recordings/player.js';
-import { castOutput, loadCast, parseCast } from '../recordings/reader.js';
+import { castOutput, loadCast, loadCastParts, parseCast, readCastParts } from '../recordings/reader.js';
 import { readTranscriptFile, renderTranscriptText } from '../recordings/transcript.js';
+import { ConfigError, YamlSource } from '../src/config/source.js';
+import { SessionActivity } from '../src/control/activity.js';
+import { recordingOps } from '../src/control/recordings.js';
+import { parseConfig } from '../src/config/config.js';
 import { verifyAudit } from '../src/core/audit-verify.js';
 import { Core } from '../src/core/core.js';
 import { createLogger } from '../src/core/log.js';
@@ -293,11 +297,10 @@ describe('export and transcripts', () => {
     assert.equal(cli(['export', s.id, '--html', out, '--data-dir', dataDir]).status, 0);
     const r = spawnSync(chromium, ['--headless', '--no-sandbox', '--disable-gpu', '--virtual-time-budget=5000', '--dump-dom', `file://${out}`], { encoding: 'utf8', timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /class="ap-wrapper|class="ap-player/, 'the player element was created');
-    // the page's own CSS names the error overlay too: look at the elements only
-    const dom = r.stdout.replace(/<style[^>]*>[\s\S]*?<\/style>/g, '').replace(/<script[^>]*>[\s\S]*?<\/script>/g, '');
-    assert.match(dom, /class="ap-wrapper|class="ap-player/, 'the player element is in the DOM');
-    assert.doesNotMatch(dom, /class="[^"]*ap-overlay-error/, 'the player shows no load error');
+    // The rendered elements only: the inlined player JS/CSS name .ap-overlay-error too.
+    const dom = r.stdout.replace(/<(script|style)\b[\s\S]*?<\/\1>/g, '');
+    assert.match(dom, /class="ap-wrapper|class="ap-player/, 'the player element was created');
+    assert.doesNotMatch(dom, /<[^>]*class="[^"]*ap-overlay-error/, 'the player shows no error');
   });
 
   test('a PostgreSQL session (through the proxy) has a transcript: replay prints it, export renders it, masked', async () => {
@@ -370,6 +373,135 @@ describe('recordings in the audit chain', () => {
     // Restored: intact again.
     writeFileSync(rec.path, original);
     assert.equal((await verifyAudit(dataDir)).ok, true);
+  });
+});
+
+describe('rotation: a recording goes on in <session>.<n>.cast parts, each audited', () => {
+  test('a 4 KiB part cap gives 3 parts; each is valid for asciinema; replay of the whole equals the input; audit verify names a tampered or missing part', async () => {
+    const rdir = join(tmp.path, 'rot');
+    const rstore = await openStore(rdir);
+    const rcore = await Core.open({ dataDir: rdir, policiesDir: join(tmp.path, 'policies'), audit: { sync: 'writes', intervalMs: 50, checkpointEvery: 1000 }, store: rstore, log, recordings: { maxFileBytes: 4096, maxSessionBytes: 1024 * 1024, fsync: 'close' } });
+    try {
+      const s = await rcore.openSession({ protocol: 'ssh', target: 'sandbox', identity: agent });
+      const rec = rcore.record(s.id, { width: 100, height: 30 });
+      let input = '';
+      // ~10 KiB of output: two rotations. Split multibyte characters straddle the rotations too.
+      for (let i = 0; i < 100; i++) {
+        const line = `line ${String(i).padStart(3, '0')} \u00e9\u20ac ${'x'.repeat(60)}\r\n`;
+        const b = Buffer.from(line, 'utf8');
+        rec.output(b.subarray(0, 11));
+        rec.output(b.subarray(11)); // cuts the é in two
+        input += line;
+        if (i === 50) rec.marker('half way');
+      }
+      await rcore.closeSession(s.id, 'done');
+      await rcore.audit.flush();
+      const files = [0, 1, 2].map((n) => partPath(rec.path, n));
+      assert.ok(files.every((f) => existsSync(f)), 'three parts');
+      assert.equal(existsSync(partPath(rec.path, 3)), false, 'no fourth part');
+      assert.match(files[1]!, /\.1\.cast$/);
+      let catted = '';
+      let prevLast = 0;
+      for (const [n, f] of files.entries()) {
+        const bytes = readFileSync(f);
+        assert.ok(bytes.length <= 4096, `${f} is ${bytes.length} bytes`);
+        const { header, events } = parseCast(bytes.toString('utf8'), f);
+        assert.deepEqual([header.width, header.height], [100, 30]);
+        assert.equal(typeof header.timestamp, 'number');
+        if (n > 0) assert.deepEqual([events[0]!.code, events[0]!.data], ['m', `continued from part ${n - 1}`]);
+        assert.ok(events[0]!.time >= prevLast, 'time offsets go on from the session start');
+        prevLast = events[events.length - 1]!.time;
+        const r = await underPty('asciinema', ['cat', f]);
+        assert.equal(r.code, 0, r.out);
+        assert.equal(r.out, castOutput(events));
+        catted += r.out;
+      }
+      assert.equal(catted, input);
+      // Read as one: in order, one header, every event.
+      const whole = await loadCastParts(files);
+      assert.equal(castOutput(whole.events), input);
+      assert.equal(castOutput(parseCast(readCastParts(files), 'joined').events), input);
+      const found = findSession(rdir, s.id.slice(0, 8));
+      assert.deepEqual(found.castParts, files);
+      const listed = listRecordings(rdir).filter((f) => f.session === s.id);
+      assert.equal(listed.length, 1);
+      assert.deepEqual(listed[0]!.parts, files);
+      assert.equal(listed[0]!.bytes, files.reduce((n, f) => n + readFileSync(f).length, 0));
+      const replay = cli(['replay', s.id, '--data-dir', rdir, '--speed', '1000', '--idle-time-limit', '0.01']);
+      assert.equal(replay.status, 0, replay.stderr);
+      assert.equal(replay.stdout, input);
+      const html = join(tmp.path, 'rot.html');
+      const exp = cli(['export', s.id, '--data-dir', rdir, '--html', html]);
+      assert.equal(exp.status, 0, exp.stderr);
+      assert.ok(readFileSync(html, 'utf8').includes('continued from part 1'), 'the export holds the later parts');
+      // The control socket's ops (the console's recordings screen): one entry, sent as one recording.
+      const activity = new SessionActivity(rcore);
+      const audited: Record<string, unknown>[] = [];
+      const ops = recordingOps<null>(rcore, activity, async (_type, _conn, data) => void audited.push(data));
+      const list = (await ops['recordings.list']!.run({}, null)) as { session: string; bytes: number }[];
+      assert.deepEqual(list.filter((x) => x.session === s.id).map((x) => x.bytes), [listed[0]!.bytes]);
+      const got = (await ops['recording.get']!.run({ session: s.id }, null)) as { kind: string; text: string };
+      assert.equal(got.kind, 'cast');
+      assert.equal(castOutput(parseCast(got.text, 'recording.get').events), input);
+      assert.deepEqual(audited[0]?.parts, files);
+      activity.close();
+      // session.close binds every part.
+      const ok = await verifyAudit(rdir);
+      assert.equal(ok.ok, true, JSON.stringify(ok));
+      assert.ok(ok.ok && ok.recordings === 3);
+      // Part 2 tampered.
+      const p2 = readFileSync(files[1]!);
+      writeFileSync(files[1]!, Buffer.from(p2.toString('utf8').replace('line 0', 'line 9')));
+      const bad = await verifyAudit(rdir);
+      assert.ok(!bad.ok && bad.problem.includes(files[1]!) && /was modified/.test(bad.problem), JSON.stringify(bad));
+      const r = cli(['audit', 'verify', '--data-dir', rdir]);
+      assert.equal(r.status, 1);
+      assert.ok(r.stdout.includes(files[1]!), r.stdout);
+      writeFileSync(files[1]!, p2);
+      // Part 3 deleted.
+      const p3 = readFileSync(files[2]!);
+      rmSync(files[2]!);
+      const gone = await verifyAudit(rdir);
+      assert.ok(!gone.ok && gone.problem.includes(files[2]!) && /is missing/.test(gone.problem), JSON.stringify(gone));
+      writeFileSync(files[2]!, p3);
+      assert.equal((await verifyAudit(rdir)).ok, true);
+    } finally {
+      await rcore.close();
+      await rstore.close();
+    }
+  });
+
+  test('the session cap stops the recording across parts with a marker; fsync: close', async () => {
+    const f = join(tmp.path, 'rot-capped.cast');
+    const w = CastWriter.open(f, { width: 80, height: 24 }, { maxFileBytes: 4096, maxBytes: 10_000, syncEvery: 0 });
+    for (let i = 0; i < 300; i++) w.output(`line ${i} ${'y'.repeat(40)}\r\n`);
+    const s = w.close();
+    assert.equal(s.truncated, true);
+    assert.equal(s.parts?.length, 3);
+    assert.ok(s.total_bytes! <= 10_000 + 200, String(s.total_bytes));
+    assert.deepEqual(s.parts!.map((p) => p.path), [0, 1, 2].map((n) => partPath(f, n)));
+    for (const p of s.parts!) assert.equal(readFileSync(p.path).length, p.bytes);
+    const last = s.parts![2]!.path;
+    const { events } = parseCast(readFileSync(last, 'utf8'), last);
+    assert.match(events[events.length - 1]!.data, /recording stopped: size cap of 10000 bytes reached/);
+    const r = await underPty('asciinema', ['cat', last]);
+    assert.equal(r.code, 0, r.out);
+    assert.equal(r.out, castOutput(events));
+  });
+
+  test('config: recordings.max_file_size / max_session_size / fsync are validated with file:line:field', () => {
+    const ok = parseConfig(YamlSource.parse('p.yaml', 'data_dir: /tmp/x\nrecordings:\n  max_file_size: 1MiB\n  max_session_size: 8MiB\n  fsync: close\n'));
+    assert.deepEqual(ok.recordings, { maxFileBytes: 1024 * 1024, maxSessionBytes: 8 * 1024 * 1024, fsync: 'close' });
+    assert.deepEqual(parseConfig(YamlSource.parse('d.yaml', 'data_dir: /tmp/x\n')).recordings, { maxFileBytes: 256 * 1024 ** 2, maxSessionBytes: 4 * 1024 ** 3, fsync: 'interval' });
+    const bad: [string, RegExp][] = [
+      ['recordings:\n  fsync: always\n', /p\.yaml:2:.*recordings\.fsync/],
+      ['recordings:\n  max_file_size: 12 MB\n', /p\.yaml:2:.*recordings\.max_file_size/],
+      ['recordings:\n  max_file_size: 1KiB\n', /p\.yaml:2:.*recordings\.max_file_size.*at least 4KiB/],
+      ['recordings:\n  max_file_size: 2GiB\n  max_session_size: 1GiB\n', /p\.yaml:2:.*recordings\.max_file_size.*exceeds max_session_size/],
+    ];
+    for (const [text, re] of bad) {
+      assert.throws(() => parseConfig(YamlSource.parse('p.yaml', text)), (e: Error) => e instanceof ConfigError && re.test(e.message), `${JSON.stringify(text)}`);
+    }
   });
 });
 

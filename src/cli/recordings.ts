@@ -1,11 +1,11 @@
 // `portcullis replay SESSION` (terminal playback of an asciicast recording; PostgreSQL transcripts
 // printed as text) and `portcullis export SESSION --html FILE` (self-contained HTML with
 // asciinema-player inlined; transcripts as HTML). Both read `<data-dir>/recordings/` directly.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { exportHtml } from '../../recordings/export-html.js';
 import { findSession, transcriptOf, type SessionRecordings } from '../../recordings/library.js';
 import { Player } from '../../recordings/player.js';
-import { loadCast, parseCast } from '../../recordings/reader.js';
+import { loadCastParts, readCastParts } from '../../recordings/reader.js';
 import { readTranscriptFile, renderTranscriptText, type TranscriptEntry } from '../../recordings/transcript.js';
 import { readAudit } from '../core/audit-read.js';
 import { EXIT, UsageError, dataDirFrom } from './util.js';
@@ -33,14 +33,15 @@ export async function replayCommand(session: string | undefined, o: ReplayOption
   const speed = num(o.speed, 'speed', 0.05, 1000) ?? 1;
   const idle = num(o.idleTimeLimit, 'idle-time-limit', 0.01, 86_400);
   const found = findSession(dataDirFrom(o.dataDir), session);
-  if (found.cast) await playCast(found.cast, speed, idle);
+  if (found.cast) await playCast(found.castParts ?? [found.cast], speed, idle);
   const tr = transcriptOf(found);
   if (tr) process.stdout.write(renderTranscriptText(readTranscriptFile(tr), { color: process.stdout.isTTY === true }));
   return EXIT.OK;
 }
 
-async function playCast(file: string, speed: number, idleOpt: number | undefined): Promise<void> {
-  const { header, events } = await loadCast(file);
+async function playCast(parts: string[], speed: number, idleOpt: number | undefined): Promise<void> {
+  const file = parts.length > 1 ? `${parts[0]} (+${parts.length - 1} parts)` : parts[0]!;
+  const { header, events } = await loadCastParts(parts);
   const idle = idleOpt ?? header.idle_time_limit;
   const out = process.stdout;
   const tty = process.stdin.isTTY === true && out.isTTY === true;
@@ -127,8 +128,9 @@ export async function exportCommand(session: string | undefined, o: ExportOption
   const found: SessionRecordings = findSession(dataDir, session);
   let cast: string | undefined;
   if (found.cast) {
-    cast = readFileSync(found.cast, 'utf8');
-    parseCast(cast, found.cast); // refuse a damaged recording, naming file:line
+    const parts = found.castParts ?? [found.cast];
+    await loadCastParts(parts); // refuse a damaged recording, naming file:line
+    cast = readCastParts(parts); // a rotated recording's parts, as one
   }
   const tr = transcriptOf(found);
   const transcript: TranscriptEntry[] | undefined = tr ? readTranscriptFile(tr) : undefined;

@@ -236,7 +236,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
   let core: Core;
   try {
     store = await openStore(config.dataDir);
-    core = await Core.open({ dataDir: config.dataDir, policiesDir: config.policies, audit: config.audit, approvalTimeoutMs: config.approvals.timeoutMs, webhook: config.approvals.webhook, store, log, auditIo: metrics.auditIo() });
+    core = await Core.open({ dataDir: config.dataDir, policiesDir: config.policies, audit: config.audit, approvalTimeoutMs: config.approvals.timeoutMs, webhook: config.approvals.webhook, store, log, auditIo: metrics.auditIo(), recordings: config.recordings });
   } catch (e) {
     await store?.close().catch(() => undefined);
     release();

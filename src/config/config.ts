@@ -2,6 +2,7 @@
 // errors, and secret references (`env:NAME`, `file:PATH`) resolved without ever printing them.
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { defaultIdentityConfig, identityConfigSchema, parseIdentityConfig, type IdentityConfig } from '../identity/config.js';
+import { parseRecordingsConfig, recordingsConfigSchema, type RawRecordingsConfig, type RecordingsConfig } from './recordings.js';
 import { ConfigError, YamlSource, resolveSecret, validateAgainst, type SourceProblem } from './source.js';
 
 const hostPort = { type: 'string', pattern: '^(\\[[0-9a-fA-F:]+\\]|[A-Za-z0-9.-]+):\\d{1,5}$' };
@@ -93,6 +94,7 @@ export const configSchema = {
       properties: { grace: duration },
     },
     identity: identityConfigSchema,
+    recordings: recordingsConfigSchema,
     tls: {
       type: 'object',
       additionalProperties: false,
@@ -154,6 +156,8 @@ export interface BastionConfig {
   shutdown: { graceMs: number };
   /** Who may connect: OIDC issuers, API token settings, SSH keys and user CAs (src/identity). */
   identity: IdentityConfig;
+  /** Terminal recordings: part size (rotation), session size cap, fsync policy (src/config/recordings.ts). */
+  recordings: RecordingsConfig;
   /** The bastion's own TLS certificate and key (PEM text, resolved from env:/file: references). */
   tls?: { cert: string; key: string };
   /** PostgreSQL front: accept plaintext (cleartext passwords without TLS). Default false. */
@@ -190,6 +194,7 @@ type RawConfig = {
   shutdown?: { grace?: string };
   targets?: Record<string, Omit<TargetConfig, 'name'>>;
   identity?: unknown;
+  recordings?: RawRecordingsConfig;
   tls?: { cert: string; key: string };
   postgres?: { allow_plaintext?: boolean };
   ssh?: { default_targets?: Record<string, string> };
@@ -248,6 +253,7 @@ export function parseConfig(src: YamlSource, opts: LoadConfigOptions = {}): Bast
     logLevel: c.log?.level ?? 'info',
     shutdown: { graceMs: c.shutdown?.grace ? parseDuration(c.shutdown.grace) : 10_000 },
     identity,
+    recordings: parseRecordingsConfig(src, c.recordings, problems),
     postgresAllowPlaintext: c.postgres?.allow_plaintext ?? false,
     sshDefaultTargets: new Map(Object.entries(c.ssh?.default_targets ?? {})),
     targets,

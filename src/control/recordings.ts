@@ -1,7 +1,8 @@
 // Control-socket ops for recordings, so that the console (which only talks to the socket) can list
 // and replay them: `recordings.list` and `recording.get` (audited as operator.recording.read).
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { findSession, listRecordings, type RecordingKind } from '../../recordings/library.js';
+import { readCastParts } from '../../recordings/reader.js';
 import type { Core } from '../core/core.js';
 import { PortcullisError } from '../policy/types.js';
 import type { SessionActivity } from './activity.js';
@@ -49,10 +50,13 @@ export function recordingOps<C>(core: Core, activity: SessionActivity, audit: Au
         const k: RecordingKind | undefined = kind ?? (found.cast ? 'cast' : found.pg ? 'pg' : found.kube ? 'kube' : undefined);
         const file = k ? found[k] : undefined;
         if (!k || !file) throw new PortcullisError('recording_not_found', `session ${session} has no ${kind ?? ''} recording`.replace('  ', ' '));
-        const text = readFileSync(file);
-        if (text.length > MAX_RECORDING_BYTES) throw new PortcullisError('recording_too_large', `${file} is ${text.length} bytes; replay it with \`portcullis replay\` on the bastion host`);
-        await audit('operator.recording.read', conn, { kind: k, file }, session);
-        return { session, kind: k, file, text: text.toString('utf8') };
+        // A rotated terminal recording is sent as one: its parts in order (recordings/reader.ts).
+        const parts = k === 'cast' ? (found.castParts ?? [file]) : [file];
+        const bytes = parts.reduce((n, p) => n + statSync(p).size, 0);
+        if (bytes > MAX_RECORDING_BYTES) throw new PortcullisError('recording_too_large', `${file}${parts.length > 1 ? ` (${parts.length} parts)` : ''} is ${bytes} bytes; replay it with \`portcullis replay\` on the bastion host`);
+        const text = k === 'cast' ? readCastParts(parts) : readFileSync(file, 'utf8');
+        await audit('operator.recording.read', conn, { kind: k, file, ...(parts.length > 1 ? { parts } : {}) }, session);
+        return { session, kind: k, file, text };
       },
     },
   };

@@ -2,9 +2,9 @@
 // then its live output, decisions, statements and approvals until it ends) and `events.subscribe`
 // (the core's events for the whole bastion). Both read the core's event bus; nothing here can
 // slow a session down (a client that falls behind is cut off by the server, see server.ts).
-import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
-import { recordingPath } from '../../recordings/asciicast.js';
+import { partPath, recordingPath } from '../../recordings/asciicast.js';
 import { parseCastEvent, parseCastHeader } from '../../recordings/reader.js';
 import { parseTranscript } from '../../recordings/transcript.js';
 import type { Core } from '../core/core.js';
@@ -71,9 +71,16 @@ function readTail(file: string, max: number): { head: string; body: string; skip
 /** What a session's recording holds so far (sync: nothing of the session happens meanwhile). */
 export function replayOf(dataDir: string, session: string): Pick<WatchReplay, 'cast' | 'transcript'> {
   const out: Pick<WatchReplay, 'cast' | 'transcript'> = {};
-  const cast = recordingPath(dataDir, session);
-  if (existsSync(cast)) {
-    const { head, body, skipped } = readTail(cast, REPLAY_MAX_BYTES);
+  const first = recordingPath(dataDir, session);
+  if (existsSync(first)) {
+    // A rotated recording: the tail of its latest part (`<session>.<n>.cast`, same header shape).
+    let n = 0;
+    let before = 0;
+    while (existsSync(partPath(first, n + 1))) before += statSync(partPath(first, n++)).size;
+    const cast = partPath(first, n);
+    const tail = readTail(cast, REPLAY_MAX_BYTES);
+    const { head, body } = tail;
+    const skipped = tail.skipped + before;
     const header = parseCastHeader(head, cast);
     const events: [number, string, string][] = [];
     const lines = body.split('\n');

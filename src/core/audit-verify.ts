@@ -30,7 +30,7 @@ import {
   type AuditEvent,
   type CheckpointData,
 } from './audit-common.js';
-import { checkRecording, recordingRefOf, type RecordingRef } from '../../recordings/verify.js';
+import { checkRecording, recordingRefsOf, type RecordingRef } from '../../recordings/verify.js';
 
 export type AuditVerifyResult =
   | { ok: true; events: number; checkpoints: number; key: string | null; headSeq: number | null; recordings: number }
@@ -161,8 +161,7 @@ export async function verifyAudit(dataDir: string, opts: AuditVerifyOptions = {}
       }
       checkpoints++;
     }
-    const rec = opts.recordings === false ? null : recordingRefOf(ev, line);
-    if (rec) recordings.push(rec);
+    if (opts.recordings !== false) recordings.push(...recordingRefsOf(ev, line));
     if (head.state === 'ok' && ev.seq === head.head.seq) hashAtHead = ev.hash;
     prev = ev.hash;
     expectedSeq++;

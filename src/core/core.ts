@@ -15,7 +15,8 @@ import { ApprovalWebhook, type WebhookConfig } from './webhook.js';
 import { EventBus, type RequestSummary, type SessionInfo } from './events.js';
 import { summarizeRequest } from './summary.js';
 import type { Logger } from './log.js';
-import { CastWriter, recordingPath, type CastHeader, type CastSummary } from '../../recordings/asciicast.js';
+import { CastWriter, castWriterOptions, recordingPath, type CastHeader, type CastSummary } from '../../recordings/asciicast.js';
+import type { RecordingsConfig } from '../config/recordings.js';
 
 /**
  * A session's terminal recording (asciicast v2) as proxies feed it: every call writes the event
@@ -45,6 +46,8 @@ export interface CoreOptions {
   log: Logger;
   /** Audit write/fsync override (tests, instrumentation). */
   auditIo?: AuditOpenOptions['io'];
+  /** Recording rotation, size cap and fsync policy (config `recordings`; default src/config/recordings.ts). */
+  recordings?: RecordingsConfig;
 }
 
 /** Actions that only read: their audit events may be synced on the interval (audit.sync: writes). */
@@ -138,7 +141,7 @@ export class Core {
   record(session: string, header: CastHeader): SessionRecording {
     if (!this.sessions.has(session)) throw new PortcullisError('no_session', `no live session ${session}`);
     if (this.recordings.has(session)) throw new PortcullisError('already_recording', `session ${session} is already being recorded`);
-    const w = CastWriter.open(recordingPath(this.opts.dataDir, session), header);
+    const w = CastWriter.open(recordingPath(this.opts.dataDir, session), header, castWriterOptions(this.opts.recordings));
     this.recordings.set(session, w);
     const events = this.events;
     return {
