@@ -210,9 +210,57 @@ describe('single binary: serve --demo alone in an empty directory (env -i PATH=/
       await tmp.remove();
     }
   });
-  // SSH exec through the binary: lands with the SSH proxy (issue #7) — add its round trip here
-  // (allowed `ls`, denied `rm -rf /srv`) next to the psql ones once src/proxy/ssh is merged.
-  test.todo('SSH exec through the binary demo (allowed and denied command): with the SSH proxy, issue #7');
+  test('SSH exec through the binary demo: real ssh, allowed `echo hello`, denied `rm -rf x` (126 + reason), a .cast recorded', { skip, timeout: 300_000 }, async () => {
+    assert.ok(present, 'dist/portcullis is missing: run ./build.sh first');
+    const tmp = await tempDir('portcullis-bin-ssh-');
+    const copy = path.join(tmp.path, 'portcullis');
+    fs.copyFileSync(bin, copy);
+    fs.chmodSync(copy, 0o755);
+    const env = { PATH: '/usr/bin:/bin', PORTCULLIS_CACHE_DIR: path.join(tmp.path, 'cache'), PORTCULLIS_LOG_FORMAT: 'json' };
+    const [pgPort, httpPort, sshPort] = [await freePort(), await freePort(), await freePort()];
+    const child = spawn(copy, ['serve', '--demo', '--data-dir', 'demo', '--listen', `postgres=127.0.0.1:${pgPort}`, '--listen', `http=127.0.0.1:${httpPort}`, '--listen', `ssh=127.0.0.1:${sshPort}`], { cwd: tmp.path, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    try {
+      for (let i = 0; i < 1200 && !out.includes('portcullis ready') && child.exitCode === null; i++) await sleep(100);
+      assert.match(out, /portcullis ready/, `stdout:\n${out}\nstderr:\n${err}`);
+      assert.match(out, new RegExp(`listening: SSH on 127\\.0\\.0\\.1:${sshPort}`));
+      const demoEnv = Object.fromEntries(
+        fs
+          .readFileSync(path.join(tmp.path, 'demo', 'demo.env'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      ) as Record<string, string>;
+      const key = path.resolve(tmp.path, demoEnv.PORTCULLIS_DEMO_SSH_KEY!);
+      const ssh = (command: string) =>
+        spawnSync('ssh', ['-i', key, '-p', String(sshPort), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=20', 'demo-agent+sandbox@127.0.0.1', command], {
+          encoding: 'utf8',
+          timeout: 60_000,
+          env: { PATH: '/usr/bin:/bin', HOME: tmp.path },
+        });
+      const allowed = ssh('echo hello');
+      assert.equal(allowed.status, 0, allowed.stderr);
+      assert.equal(allowed.stdout.trim(), 'hello');
+      const denied = ssh('rm -rf x');
+      assert.equal(denied.status, 126, denied.stderr);
+      assert.match(denied.stderr, /^portcullis: blocked by \S*no-recursive-or-forced-rm: /m);
+      assert.equal(denied.stdout, '');
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, err);
+      const casts = fs.readdirSync(path.join(tmp.path, 'demo', 'recordings')).filter((f) => f.endsWith('.cast'));
+      assert.ok(casts.length >= 1, `a .cast under demo/recordings: ${casts.join(', ')}`);
+      const recorded = casts.map((f) => fs.readFileSync(path.join(tmp.path, 'demo', 'recordings', f), 'utf8'));
+      assert.ok(recorded.some((c) => JSON.parse(c.split('\n')[0]!).version === 2 && c.includes('hello')), 'the allowed exec is recorded (asciicast v2 with its output)');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await tmp.remove();
+    }
+  });
 });
 
 describe('src/runtime/assets.ts outside the binary', () => {

@@ -344,6 +344,32 @@ describe('sessions end cleanly', () => {
     }
   });
 
+  test('session.revalidate: a session whose user certificate expires meanwhile is ended with the reason (stderr, audit)', async () => {
+    const bb = await startSshBastion({ session: { revalidateMs: 300 } });
+    try {
+      const dir = fs.mkdtempSync(path.join(bb.root, 'cert-'));
+      const key = path.join(dir, 'id');
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+      execFileSync('ssh-keygen', ['-q', '-s', bb.agentCa.file, '-I', 'short-run', '-n', 'demo-agent', '-V', '+4s', key + '.pub']);
+      const args = bb.sshArgs('demo-agent+sandbox').filter((a, i, all) => a !== bb.agentKey.file && all[i + 1] !== bb.agentKey.file);
+      const t0 = Date.now();
+      const r = await run('ssh', ['-T', '-i', key, '-o', `CertificateFile=${key}-cert.pub`, ...args, 'echo started; sleep 30; echo not-reached']);
+      assert.equal(r.status, 255, r.stderr);
+      assert.equal(r.stdout, 'started\n');
+      assert.match(r.stderr, /^portcullis: session ended by the bastion: the credential is no longer valid: certificate expired at \S+/m);
+      assert.ok(Date.now() - t0 < 20_000, 'ended soon after the expiry, not by the command');
+      await bb.core.audit.flush();
+      const closes = bb.audit().filter((e) => e.type === 'session.close' && /credential is no longer valid: certificate expired/.test(String((e.data as { reason?: string }).reason)));
+      assert.equal(closes.length, 1, JSON.stringify(bb.audit().filter((e) => e.type === 'session.close')));
+      // the long-lived key (no expiry, still configured) keeps its sessions
+      const ok = await bb.ssh('demo-agent+sandbox', 'sleep 1; echo fine');
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, 'fine\n');
+    } finally {
+      await bb.close();
+    }
+  });
+
   test('idle timeout and maximum duration close sessions', async () => {
     const bb = await startSshBastion({ session: { idleTimeoutMs: 600, maxDurationMs: 5000 } });
     try {

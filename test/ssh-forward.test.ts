@@ -18,6 +18,8 @@ let echoPort: number;
 let deniedEcho: net.Server;
 let deniedPort: number;
 let remotePort: number;
+/** A second allowed -R port, for the remote-target test (its own port: no clash with the local -R test). */
+let targetRemotePort: number;
 const children = new Set<ChildProcess>();
 
 function echoServer(): Promise<{ server: net.Server; port: number }> {
@@ -86,6 +88,7 @@ before(async () => {
   ({ server: echo, port: echoPort } = await echoServer());
   ({ server: deniedEcho, port: deniedPort } = await echoServer());
   remotePort = await freePort();
+  targetRemotePort = await freePort();
   sshd = await startSshd();
   b = await startSshBastion({
     sshd,
@@ -102,7 +105,7 @@ before(async () => {
       '    reason: the test echo server',
       '  - id: test-remote-forward',
       '    effect: allow',
-      `    forward: { direction: remote, hosts: [127.0.0.1], ports: [${remotePort}] }`,
+      `    forward: { direction: remote, hosts: [127.0.0.1], ports: [${remotePort}, ${targetRemotePort}] }`,
       '    reason: the test remote forward',
       '',
     ].join('\n'),
@@ -166,6 +169,36 @@ describe('port forwarding decided by policy', () => {
     assert.equal(await roundTrip(remotePort, 'ping-reverse'), 'ping-reverse');
     f.child.kill('SIGTERM');
     await f.exited;
+  });
+
+  test('-R on a real sshd target: the target\'s sshd listens, each connection reaches the agent and is audited; cancelled with the agent', async () => {
+    const f = sshN('demo-agent+web', ['-R', `127.0.0.1:${targetRemotePort}:127.0.0.1:${echoPort}`]);
+    // the target's sshd (same machine, loopback) binds targetRemotePort; two connections through it
+    assert.equal(await roundTrip(targetRemotePort, 'ping-target-1'), 'ping-target-1');
+    assert.equal(await roundTrip(targetRemotePort, 'ping-target-2'), 'ping-target-2');
+    const d = b.audit().find((e) => e.type === 'request' && e.target === 'web' && (e.request as { forward?: { direction?: string; port?: number } }).forward?.direction === 'remote');
+    assert.equal((d?.decision as { effect?: string }).effect, 'allow', 'decided for the web target');
+    const conns = () => b.audit().filter((e) => e.type === 'session.open' && e.target === 'web' && (e.data as { channel?: string }).channel === 'forwarded-tcpip');
+    const closed = (s: unknown) => b.audit().find((e) => e.type === 'session.close' && e.session === s);
+    const t0 = Date.now();
+    while (Date.now() - t0 < 5000 && !(conns().length === 2 && conns().every((o) => closed(o.session)))) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(conns().length, 2, 'each accepted connection is a core session');
+    for (const o of conns()) {
+      assert.equal((o.data as { bind?: string }).bind, `127.0.0.1:${targetRemotePort}`);
+      assert.deepEqual((closed(o.session)?.data as { bytes?: unknown }).bytes, { toTarget: 13, toAgent: 13 });
+    }
+    f.child.kill('SIGTERM');
+    await f.exited;
+    // the agent is gone: the target's listener is cancelled (unforwardIn / connection end)
+    const t1 = Date.now();
+    let refused = false;
+    while (!refused && Date.now() - t1 < 5000) {
+      refused = await roundTrip(targetRemotePort, 'x', 0).then(() => false, () => true);
+      if (!refused) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(refused, 'nothing listens on the target after the agent left');
+    const fwd = b.audit().find((e) => e.type === 'session.open' && e.target === 'web' && (e.data as { channel?: string }).channel === 'tcpip-forward');
+    assert.ok(fwd, 'the listener itself is a core session');
   });
 
   test('-R to a port the policy does not list is refused (ExitOnForwardFailure)', async () => {

@@ -343,7 +343,7 @@ export async function serve(opts: { config?: string; dataDir?: string; policies?
       const { host, port } = splitHostPort(config.listen.ssh);
       const targets = sshTargetsFromConfig(config);
       lifecycle.listenerStarting('ssh');
-      sshProxy = await startSshProxy(core, { host, port, log, dataDir: config.dataDir, identity, hmacKey, targets, defaultTargets: config.sshDefaultTargets, session: { idleTimeoutMs: config.session.idleTimeoutMs, maxDurationMs: config.session.maxDurationMs } });
+      sshProxy = await startSshProxy(core, { host, port, log, dataDir: config.dataDir, identity, hmacKey, targets, defaultTargets: config.sshDefaultTargets, session: { idleTimeoutMs: config.session.idleTimeoutMs, maxDurationMs: config.session.maxDurationMs, ...(config.session.revalidateMs ? { revalidateMs: config.session.revalidateMs, revalidate: (id: Parameters<IdentityService['check']>[0]) => identity.check(id) } : {}) } });
       const sp = sshProxy;
       drains.push({ name: 'ssh', close: () => sp.close() });
       lifecycle.listenerUp('ssh');

@@ -78,6 +78,8 @@ export interface SeenRequest {
   accept?: string;
   contentType?: string;
   httpVersion: string;
+  /** The X-Portcullis-Reason header, had it reached the API server (the bastion strips it). */
+  portcullisReason?: string;
 }
 
 export interface KubeApiOptions {
@@ -1112,7 +1114,7 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
       try {
         const who = authenticate(hreq.headers, hreq.socket as TLSSocket);
         user = who.user;
-        seen.push({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user, impersonateUser: hreq.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: hreq.headers['accept'], contentType: hreq.headers['content-type'], httpVersion: hreq.httpVersion });
+        seen.push({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user, impersonateUser: hreq.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: hreq.headers['accept'], contentType: hreq.headers['content-type'], httpVersion: hreq.httpVersion, ...(hreq.headers['x-portcullis-reason'] !== undefined ? { portcullisReason: String(hreq.headers['x-portcullis-reason']) } : {}) });
         await route({ method: hreq.method ?? 'GET', path: u.pathname, query: u.searchParams, headers: hreq.headers, user, body }, res);
       } catch (e) {
         if (!(e instanceof ApiError)) {

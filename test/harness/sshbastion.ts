@@ -50,7 +50,7 @@ export interface RunResult {
 
 export interface BastionOptions {
   sshd?: Sshd;
-  session?: { idleTimeoutMs?: number; maxDurationMs?: number };
+  session?: { idleTimeoutMs?: number; maxDurationMs?: number; revalidateMs?: number };
   approvalTimeoutMs?: number;
   /** An extra policy file (YAML text) next to the reference policy, e.g. forwards to test ports. */
   extraPolicy?: string;
@@ -241,7 +241,7 @@ export async function startSshBastion(o: BastionOptions = {}): Promise<SshBastio
     hmacKey: Buffer.alloc(32, 7),
     targets: sshTargetsFromConfig(config),
     defaultTargets: new Map([['demo-agent', 'sandbox']]),
-    session: o.session ?? {},
+    session: { ...o.session, ...(o.session?.revalidateMs ? { revalidate: (id: Parameters<IdentityService['check']>[0]) => identity.check(id) } : {}) },
   });
   const base = ['-p', String(proxy.port), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'IdentitiesOnly=yes', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=10'];
   const sshArgs = (login: string, extra: string[] = []) => [...base, '-i', agentKey.file, ...extra, `${login}@127.0.0.1`];

@@ -201,7 +201,8 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
     }
     if (!target) return { ok: false, identity, status: kubeStatus(404, `portcullis: no Kubernetes target named ${JSON.stringify(targetName)}`) };
     const session = await sessions.acquire(identity, target.name, remote, typeof headers['user-agent'] === 'string' ? headers['user-agent'] : undefined);
-    const request: PolicyRequest = { protocol: 'kubernetes', identity, target: target.name, http: { method, path } };
+    const stated = statedReason(headers[REASON_HEADER]);
+    const request: PolicyRequest = { protocol: 'kubernetes', identity, target: target.name, http: { method, path }, ...(stated ? { reason: stated } : {}) };
     let facts: KubeFacts | null;
     try {
       facts = kubeFacts(method, path);
@@ -588,4 +589,13 @@ function safeJson(masker: Masker, body: Buffer): Buffer {
   } catch {
     return Buffer.from(masker.maskText(body.toString('utf8')));
   }
+}
+
+/** The agent's stated reason: HTTP header X-Portcullis-Reason (lower-cased by node); never forwarded upstream. */
+export const REASON_HEADER = 'x-portcullis-reason';
+
+/** One reason: the header's value trimmed (repeated headers joined with "; "), at most 1024 characters; none when empty. */
+export function statedReason(v: string | string[] | undefined): string | undefined {
+  const s = (Array.isArray(v) ? v.join('; ') : (v ?? '')).trim().slice(0, 1024);
+  return s === '' ? undefined : s;
 }

@@ -37,7 +37,7 @@ export interface UpstreamResponse {
 }
 
 /** Request headers never passed to the API server as the client sent them. */
-const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'authorization', 'http2-settings']);
+const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'authorization', 'http2-settings', 'x-portcullis-reason']);
 
 /** Headers the agent may not send: only the bastion speaks for who is asking. */
 export function forbiddenRequestHeader(name: string): boolean {

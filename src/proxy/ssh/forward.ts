@@ -6,8 +6,11 @@
 //      connection is opened by the target's sshd (ssh2 `forwardOut` over the upstream login), so
 //      `127.0.0.1:5432` means the target's own loopback in both cases.
 //   -R (`tcpip-forward` global request): {direction: remote, host: bind address, port: bind port}.
-//      Allowed (local targets only): the bastion listens on that address and hands each incoming
-//      connection to the agent (`forwarded-tcpip`). For remote targets -R is refused (not built).
+//      Allowed, local target: the bastion listens on that address and hands each incoming
+//      connection to the agent (`forwarded-tcpip`). Remote target: the target's sshd listens
+//      (ssh2 `forwardIn` over the upstream login); each connection it reports is relayed to the
+//      agent (`forwardOut` on the agent's connection) as a core session of its own (audited with
+//      byte counts); `cancel-tcpip-forward` → `unforwardIn`.
 // The decision names the connection's target (identity+target or the default target); without a
 // target nothing is forwarded. `review` holds the channel open request until an operator decides.
 // Every allowed forward is a core session (audited open/close with byte counts, listed by
@@ -19,7 +22,7 @@ import type { AcceptConnection, Connection, RejectConnection, ServerChannel, Tcp
 import type { Core } from '../../core/core.js';
 import type { Logger } from '../../core/log.js';
 import type { Decision, ForwardInfo, Identity, PolicyRequest } from '../../policy/types.js';
-import type { Upstream } from './upstream.js';
+import type { ForwardedConnection, Upstream } from './upstream.js';
 
 export interface ForwardContext {
   core: Core;
@@ -116,7 +119,7 @@ export async function localForward(ctx: ForwardContext, info: TcpipRequestInfo, 
 /** `tcpip-forward` / `cancel-tcpip-forward` (-R). */
 export function remoteForwardRequest(
   ctx: ForwardContext,
-  listeners: Map<string, { server: NetServer; close(): void }>,
+  listeners: Map<string, { server?: NetServer; close(): void }>,
   accept: ((port?: number) => void) | undefined,
   reject: (() => void) | undefined,
   name: string,
@@ -131,9 +134,8 @@ export function remoteForwardRequest(
     return accept?.();
   }
   void (async () => {
-    if (ctx.target === undefined || ctx.targetKind !== 'local') {
-      ctx.log.info('ssh: remote forward refused', { remote: ctx.remote, subject: ctx.identity.subject, bind: key, why: ctx.target === undefined ? 'no target' : 'remote forwarding is only available for local targets' });
-      if (ctx.target !== undefined) await decideForward(ctx, { direction: 'remote', host: info.bindAddr, port: info.bindPort }); // audited all the same
+    if (ctx.target === undefined) {
+      ctx.log.info('ssh: remote forward refused', { remote: ctx.remote, subject: ctx.identity.subject, bind: key, why: 'no target' });
       return reject?.();
     }
     const d = await decideForward(ctx, { direction: 'remote', host: info.bindAddr, port: info.bindPort });
@@ -141,6 +143,7 @@ export function remoteForwardRequest(
       ctx.log.info('ssh: remote forward denied', { remote: ctx.remote, subject: ctx.identity.subject, bind: key, rule: d.rule });
       return reject?.();
     }
+    if (ctx.targetKind === 'remote') return remoteTargetForward(ctx, listeners, accept, reject, info);
     const host = info.bindAddr === 'localhost' || info.bindAddr === '' ? '127.0.0.1' : info.bindAddr;
     const server = createServer();
     try {
@@ -190,4 +193,89 @@ export function remoteForwardRequest(
     ctx.log.error('ssh remote forward failed', { error: String(e) });
     reject?.();
   });
+}
+
+/** -R for a remote target: the target's sshd binds; each connection goes back to the agent. */
+async function remoteTargetForward(
+  ctx: ForwardContext,
+  listeners: Map<string, { server?: NetServer; close(): void }>,
+  accept: ((port?: number) => void) | undefined,
+  reject: (() => void) | undefined,
+  info: TcpipBindInfo,
+): Promise<void> {
+  const target = ctx.target!;
+  const up = ctx.upstream();
+  if (!up.forwardIn) return reject?.();
+  const conns = new Set<Duplex>();
+  let connections = 0;
+  let bind = `${info.bindAddr}:${info.bindPort}`;
+  let closeListener = () => undefined as void;
+  let closed = false;
+  let session: string | null = null;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    closeListener();
+    for (const c of conns) c.destroy();
+    if (session) void ctx.core.closeSession(session, 'closed', { connections }).catch(() => undefined);
+  };
+  const onConnection = (c: ForwardedConnection) => {
+    if (closed) return c.reject();
+    connections++;
+    const originator = `${c.srcIP}:${c.srcPort}`;
+    void (async () => {
+      let id: string;
+      let stream: Duplex | undefined;
+      try {
+        id = (
+          await ctx.core.openSession({
+            protocol: 'ssh',
+            target,
+            identity: ctx.identity,
+            remote: ctx.remote,
+            meta: { connection: ctx.connectionId, channel: 'forwarded-tcpip', bind, originator },
+            kill: () => stream?.destroy(),
+          })
+        ).id;
+      } catch (e) {
+        ctx.log.error('ssh forwarded connection could not be opened as a session', { error: (e as Error).message });
+        return c.reject();
+      }
+      const [addr, port] = [info.bindAddr, Number(bind.slice(bind.lastIndexOf(':') + 1))];
+      ctx.client.forwardOut(addr, port, c.srcIP, c.srcPort, (err, agentCh) => {
+        if (err || closed) {
+          c.reject();
+          agentCh?.destroy();
+          void ctx.core.closeSession(id, err ? `the agent refused the connection: ${err.message}` : 'forward cancelled').catch(() => undefined);
+          return;
+        }
+        stream = c.accept();
+        conns.add(stream);
+        void splice(stream, agentCh).then((bytes) => {
+          conns.delete(stream!);
+          // toTarget/toAgent as seen from the target's side: what the target sent reaches the agent
+          return ctx.core.closeSession(id, 'closed', { bytes: { toTarget: bytes.toAgent, toAgent: bytes.toTarget } });
+        }).catch(() => undefined);
+      });
+    })();
+  };
+  let bound: { port: number; close(): void };
+  try {
+    bound = await up.forwardIn(info.bindAddr, info.bindPort, onConnection);
+  } catch (e) {
+    ctx.log.info('ssh: remote forward cannot listen on the target', { bind, error: (e as Error).message });
+    return reject?.();
+  }
+  bind = `${info.bindAddr}:${bound.port}`;
+  closeListener = () => bound.close();
+  try {
+    session = (await ctx.core.openSession({ protocol: 'ssh', target, identity: ctx.identity, remote: ctx.remote, meta: { connection: ctx.connectionId, channel: 'tcpip-forward', bind }, kill: () => close() })).id;
+  } catch (e) {
+    ctx.log.error('ssh remote forward session could not be opened', { error: (e as Error).message });
+    close();
+    return reject?.();
+  }
+  listeners.set(bind, { close });
+  ctx.onConnectionClose(close);
+  accept?.(bound.port);
 }

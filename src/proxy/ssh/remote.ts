@@ -3,7 +3,7 @@
 // certificate it issues for this session with its upstream CA (identity.upstream_ssh_ca; see
 // src/identity/credentials.ts). One upstream connection per agent connection, opened when the
 // first session needs it; its channels carry the agent's sessions.
-import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { Client, type ClientChannel, type ConnectConfig, type TcpConnectionDetails } from 'ssh2';
 import { PortcullisError } from '../../policy/types.js';
 import type { SshCredentials } from '../../identity/credentials.js';
 import { parsePrivateKey, signSshBlob, sshString } from '../../identity/ssh-wire.js';
@@ -65,6 +65,27 @@ export class RemoteTarget {
         return new Promise((res, rej) =>
           c.forwardOut(src.host, src.port, dst.host, dst.port, (err, ch) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused the connection to ${dst.host}:${dst.port}: ${err.message}`)) : res(ch))),
         );
+      },
+      forwardIn: async (bindAddr, bindPort, onConnection) => {
+        const c = await get();
+        const port = await new Promise<number>((res, rej) =>
+          c.forwardIn(bindAddr, bindPort, (err, p) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused to listen on ${bindAddr}:${bindPort}: ${err.message}`)) : res(p || bindPort))),
+        );
+        const onTcp = (info: TcpConnectionDetails, accept: () => ClientChannel, reject: () => void) => {
+          if (info.destPort !== port) return; // another listener of this connection
+          onConnection({ srcIP: info.srcIP, srcPort: info.srcPort, accept, reject });
+        };
+        c.on('tcp connection', onTcp);
+        let done = false;
+        return {
+          port,
+          close: () => {
+            if (done) return;
+            done = true;
+            c.off('tcp connection', onTcp);
+            c.unforwardIn(bindAddr, port, () => undefined);
+          },
+        };
       },
       close: () => {
         closed = true;

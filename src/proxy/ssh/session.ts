@@ -24,6 +24,9 @@ import { SIGNALS, type ExitInfo, type PtySpec, type Upstream, type UpstreamProce
 export interface SessionLimits {
   idleTimeoutMs?: number;
   maxDurationMs?: number;
+  /** Re-check the agent's credential this often (config `session.revalidate`); a refused one ends the session. */
+  revalidateMs?: number;
+  revalidate?: (identity: Identity) => Promise<{ ok: true } | { ok: false; message: string }>;
 }
 
 /** What a session needs from its connection. */
@@ -369,7 +372,19 @@ class SshSession {
   }
 
   private startTimers(): void {
-    const { idleTimeoutMs, maxDurationMs } = this.ctx.limits;
+    const { idleTimeoutMs, maxDurationMs, revalidateMs, revalidate } = this.ctx.limits;
+    if (revalidateMs && revalidate) {
+      const t = setInterval(() => {
+        void revalidate(this.ctx.identity).then(
+          (r) => {
+            if (!r.ok) void this.kill(`the credential is no longer valid: ${r.message}`);
+          },
+          (e: unknown) => this.ctx.log.warn('ssh proxy: credential revalidation failed', { session: this.info?.id, error: (e as Error).message }),
+        );
+      }, revalidateMs);
+      t.unref();
+      this.timers.push(t);
+    }
     if (maxDurationMs) {
       const t = setTimeout(() => void this.kill(`the session reached its maximum duration (${Math.round(maxDurationMs / 1000)} s, session.max_duration)`), maxDurationMs);
       t.unref();

@@ -92,7 +92,21 @@ export interface Upstream {
   subsystem?(name: string): Promise<UpstreamProcess>;
   /** A TCP connection from the target's side to dstHost:dstPort (remote targets: ssh2 forwardOut). */
   forwardOut?(src: { host: string; port: number }, dst: { host: string; port: number }): Promise<Duplex>;
+  /**
+   * A listener on the target's side (remote targets: ssh2 `forwardIn`, i.e. the target's sshd
+   * binds it); each incoming connection is offered to `onConnection` (accept gives its stream).
+   * Resolves with the bound port and a `close` that cancels the listener (`unforwardIn`).
+   */
+  forwardIn?(bindAddr: string, bindPort: number, onConnection: (c: ForwardedConnection) => void): Promise<{ port: number; close(): void }>;
   close(): void;
+}
+
+/** One connection to a forwardIn listener, from `srcIP:srcPort` on the target's side. */
+export interface ForwardedConnection {
+  srcIP: string;
+  srcPort: number;
+  accept(): Duplex;
+  reject(): void;
 }
 
 /** Signal names an agent may send (RFC 4254 6.9). */
