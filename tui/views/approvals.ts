@@ -6,12 +6,13 @@ import type { Widgets } from 'blessed';
 import type { ApprovalView } from '../../src/control/protocol.js';
 import { requestText } from '../../src/control/protocol.js';
 import type { App, Key, View } from '../app.js';
+import { TableView } from './tableview.js';
 import { Table } from '../table.js';
 import { clock, dateTime, duration, escapeTags, wrap } from '../text.js';
 
 const stateColor = (s: string) => (s === 'pending' ? 'yellow' : s === 'approved' ? 'green' : 'red');
 
-export class ApprovalsView implements View {
+export class ApprovalsView extends TableView<ApprovalView> implements View {
   readonly title = 'approvals';
   readonly hints = 'a approve  d deny  t all/pending';
   readonly help: [string, string][] = [
@@ -22,13 +23,11 @@ export class ApprovalsView implements View {
   ];
   private list: Widgets.BoxElement | null = null;
   private details: Widgets.BoxElement | null = null;
-  private table: Table<ApprovalView> | null = null;
-  private rows: ApprovalView[] = [];
   private all = false;
-  private filter = '';
-  private error = '';
 
-  constructor(private readonly app: App) {}
+  constructor(app: App) {
+    super(app);
+  }
 
   mount(body: Widgets.BoxElement): void {
     this.list = blessed.box({ parent: body, top: 0, left: 0, width: '100%', height: '50%', border: { type: 'line' }, tags: true });
@@ -57,40 +56,17 @@ export class ApprovalsView implements View {
     this.table = null;
   }
 
-  up(): void {
-    void this.load();
-  }
-
-  private async load(): Promise<void> {
-    try {
-      const rows = await this.app.conn.call<ApprovalView[]>('approvals.list', this.all ? {} : { state: 'pending' });
-      // Pending first (oldest first: it expires first), then the rest newest first.
-      this.rows = rows.sort((a, b) => (a.state === 'pending') !== (b.state === 'pending') ? (a.state === 'pending' ? -1 : 1) : a.state === 'pending' ? a.createdAt - b.createdAt : b.createdAt - a.createdAt);
-      this.error = '';
-    } catch (e) {
-      this.error = (e as Error).message;
-    }
-    this.table?.setRows(this.rows);
-    this.app.render();
+  protected async fetch(): Promise<ApprovalView[]> {
+    const rows = await this.app.conn.call<ApprovalView[]>('approvals.list', this.all ? {} : { state: 'pending' });
+    // Pending first (oldest first: it expires first), then the rest newest first.
+    return rows.sort((a, b) => (a.state === 'pending') !== (b.state === 'pending') ? (a.state === 'pending' ? -1 : 1) : a.state === 'pending' ? a.createdAt - b.createdAt : b.createdAt - a.createdAt);
   }
 
   event(name: string): void {
     if (name === 'approval.created' || name === 'approval.decided') void this.load();
   }
 
-  setFilter(f: string): void {
-    this.filter = f;
-    this.table?.setFilter(f);
-  }
-
-  filterText(): string {
-    return this.filter;
-  }
-
-  key(ch: string | undefined, key: Key): boolean {
-    if (!this.table) return false;
-    if (this.table.key(key.name, ch)) return true;
-    const a = this.table.current();
+  protected rowKey(ch: string | undefined, key: Key, a: ApprovalView | undefined): boolean {
     if ((ch === 'a' || ch === 'd') && a) {
       this.app.decideWithReason(a, ch === 'a' ? 'approved' : 'denied');
       return true;

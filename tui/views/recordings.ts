@@ -4,11 +4,12 @@ import blessed from 'blessed';
 import type { Widgets } from 'blessed';
 import type { RecordingInfo } from '../../src/control/protocol.js';
 import type { App, Key, View } from '../app.js';
+import { TableView } from './tableview.js';
 import { Table } from '../table.js';
 import { bytes, dateTime } from '../text.js';
 import { ReplayView } from './replay.js';
 
-export class RecordingsView implements View {
+export class RecordingsView extends TableView<RecordingInfo> implements View {
   readonly title = 'recordings';
   readonly hints = 'Enter replay  r reload';
   readonly help: [string, string][] = [
@@ -16,12 +17,10 @@ export class RecordingsView implements View {
     ['r', 'reload the list'],
   ];
   private box: Widgets.BoxElement | null = null;
-  private table: Table<RecordingInfo> | null = null;
-  private rows: RecordingInfo[] = [];
-  private filter = '';
-  private error = '';
 
-  constructor(private readonly app: App) {}
+  constructor(app: App) {
+    super(app);
+  }
 
   mount(body: Widgets.BoxElement): void {
     this.box = blessed.box({ parent: body, top: 0, left: 0, width: '100%', height: '100%', border: { type: 'line' }, tags: true });
@@ -48,38 +47,15 @@ export class RecordingsView implements View {
     this.table = null;
   }
 
-  up(): void {
-    void this.load();
-  }
-
-  private async load(): Promise<void> {
-    try {
-      this.rows = await this.app.conn.call<RecordingInfo[]>('recordings.list', { limit: 500 });
-      this.error = '';
-    } catch (e) {
-      this.error = (e as Error).message;
-    }
-    this.table?.setRows(this.rows);
-    this.app.render();
+  protected fetch(): Promise<RecordingInfo[]> {
+    return this.app.conn.call<RecordingInfo[]>('recordings.list', { limit: 500 });
   }
 
   event(name: string): void {
     if (name === 'session.closed' || name === 'session.opened') void this.load();
   }
 
-  setFilter(f: string): void {
-    this.filter = f;
-    this.table?.setFilter(f);
-  }
-
-  filterText(): string {
-    return this.filter;
-  }
-
-  key(ch: string | undefined, key: Key): boolean {
-    if (!this.table) return false;
-    if (this.table.key(key.name, ch)) return true;
-    const r = this.table.current();
+  protected rowKey(ch: string | undefined, key: Key, r: RecordingInfo | undefined): boolean {
     if (key.name === 'enter' && r) {
       this.app.push(new ReplayView(this.app, r));
       return true;

@@ -4,13 +4,14 @@ import blessed from 'blessed';
 import type { Widgets } from 'blessed';
 import type { SessionView } from '../../src/control/protocol.js';
 import type { App, Key, View } from '../app.js';
+import { TableView } from './tableview.js';
 import { Table } from '../table.js';
 import { duration } from '../text.js';
 import { LiveView } from './live.js';
 
 const effectColor = (e?: string) => (e === 'deny' ? 'red' : e === 'review' ? 'yellow' : undefined);
 
-export class SessionsView implements View {
+export class SessionsView extends TableView<SessionView> implements View {
   readonly title = 'sessions';
   readonly hints = 'Enter live view  k kill';
   readonly help: [string, string][] = [
@@ -18,13 +19,11 @@ export class SessionsView implements View {
     ['k', 'kill the selected session (asks first)'],
   ];
   private box: Widgets.BoxElement | null = null;
-  private table: Table<SessionView> | null = null;
-  private rows: SessionView[] = [];
-  private filter = '';
   private timer: NodeJS.Timeout | null = null;
-  private error = '';
 
-  constructor(private readonly app: App) {}
+  constructor(app: App) {
+    super(app);
+  }
 
   mount(body: Widgets.BoxElement): void {
     this.box = blessed.box({ parent: body, top: 0, left: 0, width: '100%', height: '100%', border: { type: 'line' }, label: ' sessions ', tags: true });
@@ -53,20 +52,8 @@ export class SessionsView implements View {
     this.table = null;
   }
 
-  up(): void {
-    void this.load();
-  }
-
-  private async load(): Promise<void> {
-    try {
-      this.rows = await this.app.conn.call<SessionView[]>('sessions.list');
-      this.rows.sort((a, b) => b.openedAt - a.openedAt);
-      this.error = '';
-    } catch (e) {
-      this.error = (e as Error).message;
-    }
-    this.table?.setRows(this.rows);
-    this.app.render();
+  protected async fetch(): Promise<SessionView[]> {
+    return (await this.app.conn.call<SessionView[]>('sessions.list')).sort((a, b) => b.openedAt - a.openedAt);
   }
 
   event(name: string): void {
@@ -78,19 +65,7 @@ export class SessionsView implements View {
     }, 200);
   }
 
-  setFilter(f: string): void {
-    this.filter = f;
-    this.table?.setFilter(f);
-  }
-
-  filterText(): string {
-    return this.filter;
-  }
-
-  key(ch: string | undefined, key: Key): boolean {
-    if (!this.table) return false;
-    if (this.table.key(key.name, ch)) return true;
-    const s = this.table.current();
+  protected rowKey(ch: string | undefined, key: Key, s: SessionView | undefined): boolean {
     if (key.name === 'enter' && s) {
       this.app.push(new LiveView(this.app, s));
       return true;
