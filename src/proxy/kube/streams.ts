@@ -177,20 +177,28 @@ async function bridgeChannels(ctx: BridgeContext): Promise<BridgeResult> {
       const closeReason = from === 'client' ? 'client closed the stream' : 'stream ended';
       void core.closeSession(info.id, closeReason, { bytesIn: result.bytesIn, bytesOut: result.bytesOut, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) }).finally(() => resolve(result));
     };
-    upstream.once('close', (code, reason) => end(code, reason.toString('utf8'), 'upstream'));
-    client.once('close', (code, reason) => end(code, reason.toString('utf8'), 'client'));
-    upstream.on('error', (e) => {
-      ctx.log.warn('kube exec: upstream stream error', { session: info.id, error: e.message });
-      client.terminate();
-      end(1011, 'upstream error', 'upstream');
-    });
-    client.on('error', () => {
-      upstream.terminate();
-      end(1011, 'client error', 'client');
-    });
-    client.resume();
-    upstream.resume();
+    onEitherEnd(client, upstream, end, (e) => ctx.log.warn('kube exec: upstream stream error', { session: info.id, error: e.message }));
   });
+}
+
+/**
+ * Wire the two WebSockets of a bridge: whichever closes or fails first ends it (`end` runs once
+ * per close/error, the caller makes it idempotent); a failing side's partner is terminated.
+ */
+function onEitherEnd(client: WebSocket, upstream: WebSocket, end: (code: number, reason: string, from: 'client' | 'upstream') => void, upstreamError?: (e: Error) => void): void {
+  upstream.once('close', (code, reason) => end(code, reason.toString('utf8'), 'upstream'));
+  client.once('close', (code, reason) => end(code, reason.toString('utf8'), 'client'));
+  upstream.on('error', (e) => {
+    upstreamError?.(e);
+    client.terminate();
+    end(1011, 'upstream error', 'upstream');
+  });
+  client.on('error', () => {
+    upstream.terminate();
+    end(1011, 'client error', 'client');
+  });
+  client.resume();
+  upstream.resume();
 }
 
 /** The error channel carries a Status; its message passes the detectors, its exit code is kept. */
@@ -231,17 +239,6 @@ async function bridgeOpaque(ctx: BridgeContext): Promise<BridgeResult> {
       if (other.readyState === other.OPEN) other.close(sendableCode(code), reason);
       resolve(result);
     };
-    upstream.once('close', (code, reason) => end(code, reason.toString('utf8'), 'upstream'));
-    client.once('close', (code, reason) => end(code, reason.toString('utf8'), 'client'));
-    upstream.on('error', () => {
-      client.terminate();
-      end(1011, 'upstream error', 'upstream');
-    });
-    client.on('error', () => {
-      upstream.terminate();
-      end(1011, 'client error', 'client');
-    });
-    client.resume();
-    upstream.resume();
+    onEitherEnd(client, upstream, end);
   });
 }
