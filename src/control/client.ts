@@ -57,7 +57,9 @@ export class ControlClient {
         else p.reject(new PortcullisError(msg.error?.code ?? 'control_error', msg.error?.message ?? 'request failed'));
       }
     });
-    const fail = (e: Error) => {
+    const fail = (raw: Error) => {
+      // A socket error (ECONNRESET, EPIPE) reaches callers as the same typed error as a close.
+      const e = raw instanceof PortcullisError ? raw : new PortcullisError('control_closed', `the control connection failed: ${raw.message}`);
       const first = this.closedWith === null;
       this.closedWith ??= e;
       for (const p of this.pending.values()) p.reject(e);
