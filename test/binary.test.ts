@@ -133,43 +133,70 @@ function psql(port: number, token: string, sql: string): SpawnSyncReturns<string
   });
 }
 
+/**
+ * The binary copied alone into a temp dir and started on the demo there (env -i PATH, free ports),
+ * waited for until it prints "portcullis ready"; its demo.env read.
+ */
+async function startBinaryDemo(prefix: string, extraEnv: Record<string, string> = {}) {
+  const tmp = await tempDir(prefix);
+  const copy = path.join(tmp.path, 'portcullis');
+  fs.copyFileSync(bin, copy);
+  fs.chmodSync(copy, 0o755);
+  const env = { PATH: '/usr/bin:/bin', PORTCULLIS_CACHE_DIR: path.join(tmp.path, 'cache'), PORTCULLIS_LOG_FORMAT: 'json', ...extraEnv };
+  const [pgPort, httpPort, sshPort] = [await freePort(), await freePort(), await freePort()];
+  const t0 = Date.now();
+  const child = spawn(copy, ['serve', '--demo', '--data-dir', 'demo', '--listen', `postgres=127.0.0.1:${pgPort}`, '--listen', `http=127.0.0.1:${httpPort}`, '--listen', `ssh=127.0.0.1:${sshPort}`], { cwd: tmp.path, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const io = { out: '', err: '' };
+  child.stdout.on('data', (d: Buffer) => (io.out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  const stop = async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await tmp.remove();
+  };
+  try {
+    for (let i = 0; i < 1200 && !io.out.includes('portcullis ready') && child.exitCode === null; i++) await sleep(100);
+    assert.match(io.out, /portcullis ready/, `stdout:\n${io.out}\nstderr:\n${io.err}`);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  const readyMs = Date.now() - t0;
+  const demoEnv = Object.fromEntries(
+    fs
+      .readFileSync(path.join(tmp.path, 'demo', 'demo.env'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  ) as Record<string, string>;
+  return { tmp, copy, env, child, io, exited, stop, readyMs, demoEnv, pgPort, httpPort, sshPort };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 describe('single binary: serve --demo alone in an empty directory (env -i PATH=/usr/bin:/bin)', () => {
   const present = fs.existsSync(bin);
   const skip = present ? false : required ? false : 'dist/portcullis is missing: run ./build.sh (PORTCULLIS_TEST_BINARY=1 makes this a failure)';
   test('demo ready; psql allowed + denied; SIGHUP with a bad policy keeps serving; SIGTERM exits 0; audit verify passes', { skip, timeout: 300_000 }, async (t) => {
     assert.ok(present, 'dist/portcullis is missing: run ./build.sh first');
-    const tmp = await tempDir('portcullis-bin-demo-');
-    const copy = path.join(tmp.path, 'portcullis');
-    fs.copyFileSync(bin, copy);
-    fs.chmodSync(copy, 0o755);
     // systemd's notify socket, played by a datagram receiver: proves unix-dgram's native addon
     // travels inside the binary and loads from there.
-    const notifyPath = path.join(tmp.path, 'notify.sock');
+    const notifyDir = await tempDir('portcullis-bin-notify-');
+    const notifyPath = path.join(notifyDir.path, 'notify.sock');
     const notes: string[] = [];
     const rx = unixDgram.createSocket('unix_dgram', (m) => notes.push(m.toString('utf8')));
     rx.bind(notifyPath);
-    const env = { PATH: '/usr/bin:/bin', PORTCULLIS_CACHE_DIR: path.join(tmp.path, 'cache'), PORTCULLIS_LOG_FORMAT: 'json', NOTIFY_SOCKET: notifyPath };
-    const [pgPort, httpPort, sshPort] = [await freePort(), await freePort(), await freePort()];
-    const t0 = Date.now();
-    const child = spawn(copy, ['serve', '--demo', '--data-dir', 'demo', '--listen', `postgres=127.0.0.1:${pgPort}`, '--listen', `http=127.0.0.1:${httpPort}`, '--listen', `ssh=127.0.0.1:${sshPort}`], { cwd: tmp.path, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    let demo: Awaited<ReturnType<typeof startBinaryDemo>>;
     try {
-      for (let i = 0; i < 1200 && !out.includes('portcullis ready') && child.exitCode === null; i++) await sleep(100);
-      assert.match(out, /portcullis ready/, `stdout:\n${out}\nstderr:\n${err}`);
-      const readyMs = Date.now() - t0;
-      assert.match(out, /listening: PostgreSQL on 127\.0\.0\.1:\d+/);
-      const demoEnv = Object.fromEntries(
-        fs
-          .readFileSync(path.join(tmp.path, 'demo', 'demo.env'), 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-      ) as Record<string, string>;
+      demo = await startBinaryDemo('portcullis-bin-demo-', { NOTIFY_SOCKET: notifyPath });
+    } catch (e) {
+      rx.close();
+      await notifyDir.remove();
+      throw e;
+    }
+    const { tmp, copy, env, child, io, exited, readyMs, demoEnv, pgPort, httpPort } = demo;
+    try {
+      assert.match(io.out, /listening: PostgreSQL on 127\.0\.0\.1:\d+/);
       const token = demoEnv.PORTCULLIS_DEMO_TOKEN!;
       for (let i = 0; i < 50 && !notes.some((n) => n.startsWith('READY=1')); i++) await sleep(100);
       assert.ok(notes.some((n) => n.startsWith('READY=1')), `sd_notify READY=1 from the binary: ${JSON.stringify(notes)}`);
@@ -190,52 +217,32 @@ describe('single binary: serve --demo alone in an empty directory (env -i PATH=/
       const policy = path.join(tmp.path, 'demo', 'policies', 'postgres.yaml');
       fs.appendFileSync(policy, '  - id: broken\n    effect: maybe\n');
       child.kill('SIGHUP');
-      for (let i = 0; i < 100 && !err.includes('policy reload failed'); i++) await sleep(100);
-      assert.match(err, /"msg":"policy reload failed; keeping the previous policy".*postgres\.yaml:\d+/);
+      for (let i = 0; i < 100 && !io.err.includes('policy reload failed'); i++) await sleep(100);
+      assert.match(io.err, /"msg":"policy reload failed; keeping the previous policy".*postgres\.yaml:\d+/);
       assert.equal(((await (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).json()) as { policy: string }).policy, version);
       assert.equal(psql(pgPort, token, 'SELECT count(*) FROM customers').stdout.trim(), '1000', 'still serving');
       assert.match(psql(pgPort, token, 'DELETE FROM orders').stderr, /no-unbounded-writes/, 'the old policy still decides');
 
       const t1 = Date.now();
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, err);
+      assert.equal(await exited, 0, io.err);
       const stopMs = Date.now() - t1;
       assert.ok(notes.some((n) => n.startsWith('RELOADING=1')) && notes.some((n) => n.startsWith('STOPPING=1')), JSON.stringify(notes));
       const verify = spawnSync(copy, ['audit', 'verify', '--data-dir', 'demo'], { cwd: tmp.path, env, encoding: 'utf8' });
       assert.equal(verify.status, 0, verify.stdout + verify.stderr);
       t.diagnostic(`serve --demo ready in ${readyMs} ms (initdb + seed included); SIGTERM → exit in ${stopMs} ms`);
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
+      await demo.stop();
       rx.close();
-      await tmp.remove();
+      await notifyDir.remove();
     }
   });
   test('SSH exec through the binary demo: real ssh, allowed `echo hello`, denied `rm -rf x` (126 + reason), a .cast recorded', { skip, timeout: 300_000 }, async () => {
     assert.ok(present, 'dist/portcullis is missing: run ./build.sh first');
-    const tmp = await tempDir('portcullis-bin-ssh-');
-    const copy = path.join(tmp.path, 'portcullis');
-    fs.copyFileSync(bin, copy);
-    fs.chmodSync(copy, 0o755);
-    const env = { PATH: '/usr/bin:/bin', PORTCULLIS_CACHE_DIR: path.join(tmp.path, 'cache'), PORTCULLIS_LOG_FORMAT: 'json' };
-    const [pgPort, httpPort, sshPort] = [await freePort(), await freePort(), await freePort()];
-    const child = spawn(copy, ['serve', '--demo', '--data-dir', 'demo', '--listen', `postgres=127.0.0.1:${pgPort}`, '--listen', `http=127.0.0.1:${httpPort}`, '--listen', `ssh=127.0.0.1:${sshPort}`], { cwd: tmp.path, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const demo = await startBinaryDemo('portcullis-bin-ssh-');
+    const { tmp, io, exited, demoEnv, sshPort, child } = demo;
     try {
-      for (let i = 0; i < 1200 && !out.includes('portcullis ready') && child.exitCode === null; i++) await sleep(100);
-      assert.match(out, /portcullis ready/, `stdout:\n${out}\nstderr:\n${err}`);
-      assert.match(out, new RegExp(`listening: SSH on 127\\.0\\.0\\.1:${sshPort}`));
-      const demoEnv = Object.fromEntries(
-        fs
-          .readFileSync(path.join(tmp.path, 'demo', 'demo.env'), 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
-      ) as Record<string, string>;
+      assert.match(io.out, new RegExp(`listening: SSH on 127\\.0\\.0\\.1:${sshPort}`));
       const key = path.resolve(tmp.path, demoEnv.PORTCULLIS_DEMO_SSH_KEY!);
       const ssh = (command: string) =>
         spawnSync('ssh', ['-i', key, '-p', String(sshPort), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=20', 'demo-agent+sandbox@127.0.0.1', command], {
@@ -251,14 +258,13 @@ describe('single binary: serve --demo alone in an empty directory (env -i PATH=/
       assert.match(denied.stderr, /^portcullis: blocked by \S*no-recursive-or-forced-rm: /m);
       assert.equal(denied.stdout, '');
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, err);
+      assert.equal(await exited, 0, io.err);
       const casts = fs.readdirSync(path.join(tmp.path, 'demo', 'recordings')).filter((f) => f.endsWith('.cast'));
       assert.ok(casts.length >= 1, `a .cast under demo/recordings: ${casts.join(', ')}`);
       const recorded = casts.map((f) => fs.readFileSync(path.join(tmp.path, 'demo', 'recordings', f), 'utf8'));
       assert.ok(recorded.some((c) => JSON.parse(c.split('\n')[0]!).version === 2 && c.includes('hello')), 'the allowed exec is recorded (asciicast v2 with its output)');
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
-      await tmp.remove();
+      await demo.stop();
     }
   });
 });
