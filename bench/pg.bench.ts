@@ -47,8 +47,8 @@ interface Result {
   tps: number;
   /** Transactions pgbench completed. */
   tx: number;
-  /** Portcullis only: CPU time of this process (the proxy) per transaction, µs. */
-  cpuPerTx?: number;
+  /** CPU time of the proxy (this process for Portcullis, the child's for pgbouncer and node-pipe) per transaction, µs: user and system. */
+  cpuPerTx?: { user: number; system: number };
   avgMs: number;
   p99Ms: number | null;
 }
@@ -87,7 +87,7 @@ function runPgbench(args: string[], env: Record<string, string>, logDir: string 
   });
 }
 
-async function startPgbouncer(dir: string, pgHost: string, pgPort: number, user: string, password: string): Promise<{ port: number; stop: () => void } | string> {
+async function startPgbouncer(dir: string, pgHost: string, pgPort: number, user: string, password: string): Promise<{ port: number; pid: number | undefined; stop: () => void } | string> {
   if (!PGBOUNCER) return 'pgbouncer is not installed (/usr/sbin/pgbouncer; .ci/run installs it)';
   const port = await freePort();
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -128,7 +128,16 @@ async function startPgbouncer(dir: string, pgHost: string, pgPort: number, user:
       s.once('connect', () => (s.destroy(), resolve(true)));
       s.once('error', () => resolve(false));
     });
-    if (ok) return { port, stop: () => child.kill('SIGTERM') };
+    if (ok) {
+      // The pid of pgbouncer itself (as root, child is runuser): from its pidfile.
+      let pid = child.pid;
+      try {
+        pid = Number.parseInt(fs.readFileSync(path.join(dir, 'pgbouncer.pid'), 'utf8'), 10) || pid;
+      } catch {
+        /* no pidfile yet: the child's pid */
+      }
+      return { port, pid, stop: () => child.kill('SIGTERM') };
+    }
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -136,8 +145,21 @@ async function startPgbouncer(dir: string, pgHost: string, pgPort: number, user:
   return `pgbouncer did not start (see ${path.join(dir, 'pgbouncer.log')})`;
 }
 
+/** User and system CPU time of a process, µs, from /proc (Linux); null where it cannot be read. */
+function procCpu(pid: number | undefined): { user: number; system: number } | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const tick = 1e6 / 100; // USER_HZ is 100 on Linux
+    return { user: Number(f[11]) * tick, system: Number(f[12]) * tick };
+  } catch {
+    return null;
+  }
+}
+
 /** The bare Node pass-through (bench/pg-passthrough.ts) in its own process: the ceiling of a Node proxy. */
-async function startPassthrough(upPort: number): Promise<{ port: number; stop: () => void }> {
+async function startPassthrough(upPort: number): Promise<{ port: number; pid: number | undefined; stop: () => void }> {
   const port = await freePort();
   const script = path.join(path.dirname(new URL(import.meta.url).pathname), `pg-passthrough${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`);
   const args = script.endsWith('.ts') ? ['--import', 'tsx', script] : [script];
@@ -147,7 +169,7 @@ async function startPassthrough(upPort: number): Promise<{ port: number; stop: (
     child.stdout.once('data', () => (clearTimeout(t), resolve()));
     child.once('exit', (code) => (clearTimeout(t), reject(new Error(`the pass-through exited ${code}`))));
   });
-  return { port, stop: () => child.kill('SIGTERM') };
+  return { port, pid: child.pid, stop: () => child.kill('SIGTERM') };
 }
 
 /** Streams a query's rows over a raw connection, counting rows; returns elapsed ms. */
@@ -216,11 +238,12 @@ async function main(): Promise<void> {
     const passthrough = await startPassthrough(server.port);
     cleanups.unshift(() => passthrough.stop());
 
-    const targets: { name: string; port: number; user: string; password: string }[] = [
+    const self = (): { user: number; system: number } => process.cpuUsage();
+    const targets: { name: string; port: number; user: string; password: string; cpu?: () => { user: number; system: number } | null }[] = [
       { name: 'direct', port: server.port, user: server.superuser, password: server.password },
-      ...(typeof bouncer !== 'string' ? [{ name: 'pgbouncer', port: bouncer.port, user: server.superuser, password: server.password }] : []),
-      { name: 'node-pipe', port: passthrough.port, user: server.superuser, password: server.password },
-      { name: 'portcullis', port: proxy.port, user: 'demo-agent', password: token },
+      ...(typeof bouncer !== 'string' ? [{ name: 'pgbouncer', port: bouncer.port, user: server.superuser, password: server.password, cpu: () => procCpu(bouncer.pid) }] : []),
+      { name: 'node-pipe', port: passthrough.port, user: server.superuser, password: server.password, cpu: () => procCpu(passthrough.pid) },
+      { name: 'portcullis', port: proxy.port, user: 'demo-agent', password: token, cpu: self },
     ];
     const logDir = path.join(tmp, 'logs');
     fs.mkdirSync(logDir);
@@ -231,16 +254,14 @@ async function main(): Promise<void> {
           for (const t of targets) {
             if (ONLY !== '' && t.name !== ONLY && t.name !== 'direct' && t.name !== 'node-pipe') continue;
             const key = `${mode}|${clients}|${t.name}`;
-            const cpu0 = process.cpuUsage();
+            const cpu0 = t.cpu?.() ?? null;
             const r = await runPgbench(
               ['-n', '-S', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 4)), '-T', String(SECONDS), '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, 'shop'],
               { PGPASSWORD: t.password },
               clients === 1 ? logDir : null,
             );
-            if (t.name === 'portcullis' && r.tx > 0) {
-              const cpu = process.cpuUsage(cpu0);
-              r.cpuPerTx = (cpu.user + cpu.system) / r.tx;
-            }
+            const cpu1 = t.cpu?.() ?? null;
+            if (cpu0 && cpu1 && r.tx > 0) r.cpuPerTx = { user: (cpu1.user - cpu0.user) / r.tx, system: (cpu1.system - cpu0.system) / r.tx };
             const prev = results.get(key);
             if (!prev || r.tps > prev.tps) results.set(key, r);
           }
@@ -264,8 +285,12 @@ async function main(): Promise<void> {
             `${mode.padEnd(9)}${String(clients).padStart(8)}${t.name.padStart(12)}${fmt(r.tps).padStart(10)}${fmt(r.avgMs, 3).padStart(9)}${(r.p99Ms !== null ? fmt(r.p99Ms, 3) : '-').padStart(9)}${fmt(r.tps / d.tps, 2).padStart(10)}×${(b ? fmt(r.tps / b.tps, 2) + '×' : '-').padStart(14)}${(np ? fmt(r.tps / np.tps, 2) + '×' : '-').padStart(14)}\n`,
           );
         }
+        const cpus = targets.flatMap((t) => {
+          const c = results.get(`${mode}|${clients}|${t.name}`)?.cpuPerTx;
+          return c ? [`${t.name} ${fmt(c.user + c.system, 0)} (${fmt(c.user, 0)} user + ${fmt(c.system, 0)} sys)`] : [];
+        });
+        if (cpus.length) process.stdout.write(`${''.padEnd(29)}proxy CPU µs per transaction: ${cpus.join(', ')}\n`);
         const p = results.get(`${mode}|${clients}|portcullis`);
-        if (p?.cpuPerTx !== undefined) process.stdout.write(`${''.padEnd(29)}proxy CPU per transaction: ${fmt(p.cpuPerTx, 0)} µs (this process, user + system)\n`);
         if (clients === 1 && p && p.p99Ms !== null && d.p99Ms !== null) process.stdout.write(`${''.padEnd(29)}added p99 latency through Portcullis: ${fmt(p.p99Ms - d.p99Ms, 3)} ms\n`);
       }
     }

@@ -57,10 +57,48 @@ describe('decision cache', () => {
   test('a stream of unique statements is evaluated, not kept', () => {
     const p = loadPolicyDir('examples/policies');
     for (let i = 0; i < 1000; i++) {
-      const r = pg(`SELECT * FROM customers WHERE id = ${i}`);
+      const r = pg(`SELECT * FROM customers c${i} WHERE id = ${i}`);
       assert.deepEqual(evaluateCached(p, r).decision, evaluate(p, r).decision);
     }
     assert.deepEqual(decisionCacheStats(p), { entries: 0, hits: 0, misses: 1000 });
+  });
+
+  test('statements that differ only in literal values share one evaluation', () => {
+    const p = loadPolicyDir('examples/policies');
+    const shapes = [
+      (i: number) => pg(`SELECT abalance FROM pgbench_accounts WHERE aid = ${i}`),
+      (i: number) => pg(`DELETE FROM orders WHERE id = ${i} AND note = 'n${i}'`),
+      (i: number) => pg(`DELETE FROM customers WHERE id = ${i}`),
+      (i: number) => pg(`SELECT * FROM customers WHERE email = 'u${i}@example.com'`, { searchPath: ['scratch', 'public'] }),
+    ];
+    for (let i = 0; i < 50; i++) {
+      for (const shape of shapes) {
+        const r = shape(i);
+        const cached = evaluateCached(p, r);
+        const fresh = evaluate(p, r);
+        assert.deepEqual(cached.decision, fresh.decision, r.sql);
+        assert.deepEqual(cached.actions.map((a) => (a.kind === 'sql' ? a.sql : a)), fresh.actions.map((a) => (a.kind === 'sql' ? a.sql : a)));
+      }
+    }
+    // Per shape: a miss when first seen, a miss when seen again (then cached), hits after.
+    assert.deepEqual(decisionCacheStats(p), { entries: shapes.length, hits: shapes.length * 48, misses: shapes.length * 2 });
+    // A setting's value is a literal the decision depends on: such statements keep their exact text as key.
+    assert.equal(evaluateCached(p, pg("SET standard_conforming_strings = 'off'")).decision.effect, 'deny');
+    assert.equal(evaluateCached(p, pg("SET standard_conforming_strings = 'off'")).decision.effect, 'deny');
+    assert.equal(evaluateCached(p, pg("SET application_name = 'off'")).decision.effect, 'allow');
+  });
+
+  test('a reason that quotes the statement is never shared between literal values', () => {
+    const d = mkdtempSync(join(dir, 'q-'));
+    writeFileSync(join(d, 'a.yaml'), ['rules:', '  - id: quoted', '    effect: deny', '    reason: "refused: {statement}"', '    sql: { action: delete }'].join('\n'));
+    const p = loadPolicyDir(d);
+    for (let i = 0; i < 5; i++) {
+      const r = pg(`DELETE FROM t WHERE id = ${i}`);
+      const cached = evaluateCached(p, r).decision;
+      assert.equal(cached.reason, `refused: DELETE FROM t WHERE id = ${i}`);
+      assert.deepEqual(cached, evaluate(p, r).decision);
+    }
+    assert.equal(decisionCacheStats(p).entries, 0);
   });
 
   test('a hit hands out its own decision object', () => {

@@ -175,6 +175,46 @@ describe('allowed reads, masked', () => {
     assert.match(l.stdout, /public\|customers\|table/);
   });
 
+  test('a statement repeated with new literals on one connection is masked every time, also after a catalog drop', async () => {
+    // The second and later results reuse the first one's resolved columns and row masker (DescMemo
+    // in session.ts); DDL through the bastion drops the catalog cache, and with it that reuse.
+    const real = new Map<number, { email: string; card_number: string; ssn: string }>();
+    for (const r of (await (await db.connect()).query('SELECT id, email, card_number, ssn FROM customers WHERE id <= 12')).rows) real.set(r.id, r);
+    await withAgent(async (c) => {
+      for (let id = 1; id <= 12; id++) {
+        if (id === 7) await c.query('CREATE TABLE IF NOT EXISTS scratch.memo_probe (a int)');
+        const row = (await c.query(`SELECT id, email, card_number, ssn FROM customers WHERE id = ${id}`)).rows[0];
+        const r = real.get(id)!;
+        assert.equal(row.id, id);
+        assert.match(row.email, EMAIL_MASKED, `id ${id}`);
+        assert.notEqual(row.email, r.email);
+        assert.ok(row.card_number.endsWith(r.card_number.slice(-4)) && row.card_number !== r.card_number, `id ${id}: ${row.card_number}`);
+        assert.ok(!row.ssn.includes(r.ssn), `id ${id}: ${row.ssn}`);
+      }
+    });
+  });
+
+  test('the catalog cache tells how long its answers stay fresh, and a drop starts a new epoch', async () => {
+    const { TargetCatalog } = await import('../src/proxy/postgres/catalog.js');
+    const cat = new TargetCatalog({ host: db.host, port: db.port, database: 'shop', user: db.user, password: db.password }, { ttlMs: 5_000 });
+    try {
+      const oid = Number((await (await db.connect()).query("SELECT 'public.customers'::regclass::oid AS oid")).rows[0].oid);
+      assert.equal(cat.freshUntil([oid]), 0, 'nothing cached yet');
+      const t0 = Date.now();
+      const m = await cat.resolve([oid]);
+      assert.equal(m.get(oid)?.table, 'customers');
+      const until = cat.freshUntil([oid, 0]);
+      assert.ok(until >= t0 + 5_000 && until <= Date.now() + 5_000, `${until - t0}`);
+      assert.equal(cat.freshUntil([oid], until + 1), 0, 'expired after the ttl');
+      const epoch = cat.epoch;
+      cat.invalidate();
+      assert.equal(cat.epoch, epoch + 1);
+      assert.equal(cat.freshUntil([oid]), 0);
+    } finally {
+      await cat.close();
+    }
+  });
+
   test('a card number anywhere (not a known column) is masked by the detector', async () => {
     const card = (await (await db.connect()).query('SELECT card_number FROM customers WHERE id = 3')).rows[0].card_number as string;
     const r = await psql(`SELECT 'paid with ${card} yesterday' AS note`);

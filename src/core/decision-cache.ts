@@ -2,14 +2,18 @@
 // policy snapshot gets the same evaluation, so a statement an agent repeats is evaluated once.
 // Only the evaluation is cached; the caller still writes an audit event for every request.
 //
-// A request is cached the second time it is seen (unique statements, e.g. new literals every
-// time, are not worth keeping). The key holds every field of the request, so every field a rule
-// may test is part of it (a request with a field the key does not know is not cached); requests
+// A request is cached the second time it is seen (unique statements are not worth keeping). A
+// PostgreSQL statement is keyed by its shape — its text with the literal values taken out — when
+// the SQL facts cache knows that its facts hold whatever the literals (sqlShapeKey), so that
+// `… WHERE aid = 1` and `… WHERE aid = 2` share one evaluation; an evaluation whose reason or
+// remedy quotes the statement text (`{statement}`) is not cached at all. The key holds every
+// field of the request, so every field a rule may test is part of it (a request with a field the key does not know is not cached); requests
 // decided at an explicit `time`, and protocols whose rules have time windows, are never cached
 // (their decision depends on the clock). One cache per policy snapshot (a reload starts afresh).
 
 import { evaluate, type Evaluation } from '../policy/engine.js';
 import type { CompiledPolicy } from '../policy/compile.js';
+import { sqlShapeKey } from '../policy/sql/index.js';
 import type { PolicyRequest, Protocol } from '../policy/types.js';
 
 /** Entries per policy snapshot; the cache starts over when full (cheaper than an LRU on a hit). */
@@ -44,7 +48,7 @@ function part(s: string | undefined): string {
  * and raw); cheaper than JSON.stringify(req). A request carrying a field this does not know (a
  * newer rule condition) is not cached at all.
  */
-function requestKey(req: PolicyRequest): string | null {
+function requestKey(req: PolicyRequest, shape: string | null): string | null {
   for (const k of Object.keys(req)) if (!REQUEST_KEYS.has(k)) return null;
   const id = req.identity;
   for (const k of Object.keys(id)) if (!IDENTITY_KEYS.has(k)) return null;
@@ -54,7 +58,7 @@ function requestKey(req: PolicyRequest): string | null {
   if (req.searchPath) for (const p of req.searchPath) path += part(p);
   const http = req.http ? JSON.stringify([req.http.method, req.http.path, req.http.query ?? null]) : '-';
   const fwd = req.forward ? JSON.stringify([req.forward.direction, req.forward.host, req.forward.port]) : '-';
-  const text = req.sql !== undefined ? `S${req.sql}` : req.command !== undefined ? `C${req.command}` : '-';
+  const text = shape !== null ? `N${shape}` : req.sql !== undefined ? `S${req.sql}` : req.command !== undefined ? `C${req.command}` : '-';
   return `${part(req.protocol)}${part(req.target)}${part(id.subject)}${id.groups.length}[${groups}${part(id.issuer)}${part(id.authMethod)}${id.expiresAt ?? '-'}|${req.searchPath ? req.searchPath.length : '-'}[${path}${part(req.reason)}${http}${fwd}${text}`;
 }
 
@@ -82,7 +86,8 @@ function hasTimeWindow(policy: CompiledPolicy, c: PolicyCache, protocol: Protoco
 export function evaluateCached(policy: CompiledPolicy, req: PolicyRequest): Evaluation {
   const c = cacheFor(policy);
   if (req.time !== undefined || hasTimeWindow(policy, c, req.protocol)) return evaluate(policy, req);
-  const key = requestKey(req);
+  const shape = req.protocol === 'postgres' && typeof req.sql === 'string' ? sqlShapeKey(req.sql, { searchPath: req.searchPath }) : null;
+  let key = requestKey(req, shape);
   if (key === null || key.length > MAX_KEY_CHARS) return evaluate(policy, req);
   const hit = c.entries.get(key);
   if (hit) {
@@ -92,6 +97,15 @@ export function evaluateCached(policy: CompiledPolicy, req: PolicyRequest): Eval
   }
   c.misses++;
   const ev = evaluate(policy, req);
+  if (req.protocol === 'postgres' && typeof req.sql === 'string') {
+    // Quotes this text: not to be shared with other literal values (nor worth keeping for this one).
+    if (ev.textDependent) return ev;
+    // The first sighting of a statement: its facts are known now, so its shape may be.
+    if (shape === null) {
+      const later = sqlShapeKey(req.sql, { searchPath: req.searchPath });
+      if (later !== null) key = requestKey(req, later) ?? key;
+    }
+  }
   if (!c.seen.has(key)) {
     // First sighting: remember the key only. Keeping every evaluation of a stream of unique
     // statements (new literals each time) alive costs more in GC than evaluating (measured 2×).

@@ -20,10 +20,20 @@ export interface Evaluation {
   trace?: ActionTrace[];
   /** Set when shadow rules would have decided differently (audited, never enforced). */
   shadow?: ShadowOutcome;
+  /**
+   * Set when a reason or remedy quotes a statement's own text (`{statement}`): the decision then
+   * differs between statements that differ only in their literal values and must not be shared
+   * between them (decision-cache.ts).
+   */
+  textDependent?: boolean;
 }
+
+/** Counts the `{statement}` placeholders filled (evaluate() compares it before and after). */
+let textFills = 0;
 
 function fill(template: string, a: Action): string {
   if (!template.includes('{')) return template;
+  if (a.kind === 'sql' && template.includes('{statement}')) textFills++;
   return template.replace(/\{(\w+)\}/g, (whole, key: string) => {
     const v = placeholder(a, key);
     return v === undefined ? whole : v;
@@ -104,6 +114,7 @@ export const REASON_REMEDY =
 
 /** Decide a request against a compiled policy snapshot. Pure; never throws for bad input. */
 export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace = false): Evaluation {
+  const fills = textFills;
   const actions = requestActions(req);
   const live = run(policy.byProtocol.get(req.protocol) ?? [], policy, req, actions, withTrace);
   const withShadow = policy.shadowByProtocol.get(req.protocol);
@@ -114,6 +125,7 @@ export function evaluate(policy: CompiledPolicy, req: PolicyRequest, withTrace =
       if (all.decision.code) live.shadow.code = all.decision.code;
     }
   }
+  if (textFills !== fills) live.textDependent = true;
   return live;
 }
 

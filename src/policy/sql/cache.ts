@@ -100,6 +100,21 @@ export function sqlFactsCached(sql: string, opts: SqlFactsOptions = {}): SqlFact
   return facts;
 }
 
+/**
+ * The literal-insensitive identity of a statement string under these options, when the cache
+ * holds facts for it that hold whatever its literal values (a normalized entry), else null.
+ * Strings with the same key have the same facts but for their statement texts, so whatever is
+ * derived from the facts alone (a policy decision that quotes no statement text) is theirs too.
+ * A lookup only: it neither computes facts nor changes the LRU order.
+ */
+export function sqlShapeKey(sql: string, opts: SqlFactsOptions = {}): string | null {
+  if (sql.length > CACHE_MAX_SQL_LENGTH) return null;
+  const norm = normalizeLiterals(sql);
+  if (!norm) return null;
+  const nkey = `N${optionsKey(opts)}\u0000${norm.key}`;
+  return cache.has(nkey) ? nkey : null;
+}
+
 export function sqlFactsCacheStats(): { entries: number; hits: number; misses: number; maxEntries: number } {
   return { entries: cache.size, hits, misses, maxEntries: CACHE_MAX_ENTRIES };
 }

@@ -13,5 +13,5 @@
 // string only: a ROLLBACK in a later request undoes SETs of earlier requests of the same
 // transaction, which the caller has to track (e.g. keep the path at BEGIN and union them).
 export { initSqlParser, sqlParserReady } from './parser.js';
-export { sqlFacts, sqlFactsCached, sqlFactsCacheStats, clearSqlFactsCache } from './cache.js';
+export { sqlFacts, sqlFactsCached, sqlFactsCacheStats, sqlShapeKey, clearSqlFactsCache } from './cache.js';
 export type { SqlFactsOptions } from './extract.js';

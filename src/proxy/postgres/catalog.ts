@@ -106,6 +106,21 @@ export class TargetCatalog {
     return this.connecting;
   }
 
+  /** Bumped whenever the cache is dropped: anything derived from it earlier is stale. */
+  epoch = 0;
+
+  /** Until when (ms since 1970) the cached answers for all these OIDs stay fresh; 0 when one is missing. */
+  freshUntil(oids: Iterable<number>, now = Date.now()): number {
+    let until = Infinity;
+    for (const o of oids) {
+      if (o === 0) continue;
+      const e = this.cache.get(o);
+      if (!e || now - e.at > this.ttlMs) return 0;
+      until = Math.min(until, e.at + this.ttlMs);
+    }
+    return until;
+  }
+
   /** Cached tables only (no I/O); undefined for OIDs not cached or expired. */
   cached(oid: number, now = Date.now()): TableInfo | null | undefined {
     const e = this.cache.get(oid);
@@ -166,6 +181,7 @@ export class TargetCatalog {
   }
 
   invalidate(): void {
+    this.epoch++;
     this.cache.clear();
   }
 

@@ -176,6 +176,29 @@ interface ResultCtx {
   copyIn?: boolean;
 }
 
+/** A result context with every field present from the start (one object shape for V8's inline caches). */
+function newResultCtx(): ResultCtx {
+  return { start: performance.now(), rows: 0, tags: [], sample: [], columns: undefined, masker: undefined, blind: undefined, binaryCols: undefined, copy: undefined, described: undefined, error: undefined, suspended: undefined, bytes: undefined, copyIn: undefined };
+}
+
+/**
+ * The last simple-protocol RowDescription and what it resolved to: a statement sent again with
+ * other literal values describes the same columns, so its description is decoded, resolved
+ * against the catalog and given a row masker once. Valid while the catalog has not been dropped
+ * (epoch) and its answers are fresh (until), for the masks it was built with (masksVersion).
+ */
+interface DescMemo {
+  body: Buffer;
+  epoch: number;
+  until: number;
+  masksVersion: number;
+  columns: string[];
+  binaryCols: boolean[];
+  masker: RowMasker | null;
+  /** The RowDescription sent to the client, when the masks change the advertised types. */
+  rewritten: Buffer | null;
+}
+
 interface Record0 {
   audited: string;
   decision: { effect: string; rule: string; reason: string };
@@ -351,6 +374,7 @@ export class PgSession {
   private targetName = '';
   private target: PgTargetConfig | null = null;
   private catalog: TargetCatalog | null = null;
+  private descMemo: DescMemo | null = null;
   private acquired: string | null = null;
   private cancelKey: { pid: number; secret: Buffer } | null = null;
   private upKey: { pid: number; secret: Buffer } | null = null;
@@ -1083,7 +1107,7 @@ export class PgSession {
       this.knownPortals.add(m.portal);
     }
     this.sendUp(raw);
-    this.push({ k: 'exec', batch: this.batch, portal: m.portal, ctx: { start: performance.now(), rows: 0, tags: [], sample: [] } });
+    this.push({ k: 'exec', batch: this.batch, portal: m.portal, ctx: newResultCtx() });
   }
 
   /**
@@ -1125,7 +1149,7 @@ export class PgSession {
       k: 'query',
       batch: this.batch,
       rec: { audited: '', decision: { effect: 'deny', rule: '', reason: '' }, seq: null },
-      ctx: { start: performance.now(), rows: 0, tags: [], sample: [] },
+      ctx: newResultCtx(),
       refusal,
       copyPlans: [],
       copyCols: [],
@@ -1359,7 +1383,7 @@ export class PgSession {
         plans = [];
       }
     }
-    const entry: QueryEntry = { k: 'query', batch: this.batch, rec, ctx: { start: performance.now(), rows: 0, tags: [], sample: [] }, copyPlans: plans, copyCols: plans.map(() => null), copySeen: 0 };
+    const entry: QueryEntry = { k: 'query', batch: this.batch, rec, ctx: newResultCtx(), copyPlans: plans, copyCols: plans.map(() => null), copySeen: 0 };
     if (plans.length > 0 && !this.openBatch) {
       plans.forEach((plan, index) => {
         this.sendUp(encodeParse('__portcullis_copy', plan.describeSql));
@@ -1727,6 +1751,19 @@ export class PgSession {
     ctx.sample.push(values.map((v, i) => (v === null ? null : ctx.binaryCols?.[i] ? `<binary ${v.length} bytes>` : clipCell(v.toString('utf8')))));
   }
 
+  /** Keeps what a RowDescription resolved to for the next identical one (DescMemo). */
+  private rememberDesc(body: Buffer, fields: FieldDescription[], epoch: number, ctx: ResultCtx, rewritten: Buffer | null): void {
+    const oids: number[] = [];
+    for (const fd of fields) if (fd.tableOid !== 0) oids.push(fd.tableOid);
+    // Columns resolved without the catalog (none, or its lookup failed) are not kept: asked again next time.
+    const until = oids.length === 0 ? Infinity : this.catalog ? this.catalog.freshUntil(oids) : 0;
+    if (until === 0 || epoch !== (this.catalog?.epoch ?? 0) || ctx.columns === undefined || ctx.binaryCols === undefined || ctx.masker === undefined) {
+      this.descMemo = null;
+      return;
+    }
+    this.descMemo = { body: Buffer.from(body), epoch, until, masksVersion: this.masks.version, columns: ctx.columns, binaryCols: ctx.binaryCols, masker: ctx.masker, rewritten };
+  }
+
   private startResult(ctx: ResultCtx, cols: ColumnDescriptor[] | null | undefined, fields: FieldDescription[] | null): void {
     ctx.copy = undefined;
     if (cols === undefined) {
@@ -1800,12 +1837,25 @@ export class PgSession {
     const ctx = e.ctx;
     switch (f.type) {
       case B.RowDescription: {
+        const memo = this.descMemo;
+        if (memo && memo.masksVersion === this.masks.version && memo.epoch === (this.catalog?.epoch ?? 0) && Date.now() <= memo.until && memo.body.equals(f.body)) {
+          ctx.copy = undefined;
+          ctx.blind = false;
+          ctx.columns = memo.columns;
+          ctx.binaryCols = memo.binaryCols;
+          ctx.masker = memo.masker;
+          ctx.described = true;
+          this.sendClient(memo.rewritten ?? f.raw);
+          return;
+        }
         const fields = decodeRowDescription(f.body);
+        const epoch = this.catalog?.epoch ?? 0;
         const finish = (cols: ColumnDescriptor[]): void => {
           this.startResult(ctx, cols, fields);
           ctx.described = true;
           const rewritten = ctx.masker ? rewriteRowDescription(fields, ctx.masker) : null;
           this.sendClient(rewritten ?? f.raw);
+          this.rememberDesc(f.body, fields, epoch, ctx, rewritten);
         };
         const cols = this.resolveColumns(fields);
         if (cols instanceof Promise) return cols.then(finish);
