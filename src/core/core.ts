@@ -233,7 +233,8 @@ export class Core {
           protocol: request.protocol,
           request: summary,
           decision: { effect: decision.effect, rule: decision.rule, reason: decision.reason },
-          data: { policy: policy.version, ...(decision.code ? { code: decision.code } : {}), ...(engine ? { engine } : {}), ...(shadow ? { shadow } : {}) },
+          // Keys in canonical (sorted) order (see summarizeRequest).
+          data: { ...(decision.code ? { code: decision.code } : {}), ...(engine ? { engine } : {}), policy: policy.version, ...(shadow ? { shadow } : {}) },
         },
         { durable: !readOnly },
       );

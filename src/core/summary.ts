@@ -14,13 +14,16 @@ export function setSummaryMasker(fn: TextMasker): void {
 }
 
 export function summarizeRequest(r: PolicyRequest): RequestSummary {
-  const s: RequestSummary = { protocol: r.protocol, target: r.target };
-  if (r.sql !== undefined) s.sql = maskText(r.sql);
-  if (r.searchPath !== undefined && !(r.searchPath.length === 1 && r.searchPath[0] === 'public')) s.searchPath = r.searchPath;
+  // Keys in canonical (sorted) order: the audit writer's canonical JSON then copies nothing.
+  const s = {} as RequestSummary;
   if (r.command !== undefined) s.command = maskText(r.command);
-  if (r.http) s.http = { method: r.http.method, path: maskHttpPath(r.http.path), ...(r.http.query !== undefined ? { query: maskQuery(r.http.query) } : {}) };
   if (r.forward) s.forward = r.forward;
+  if (r.http) s.http = { method: r.http.method, path: maskHttpPath(r.http.path), ...(r.http.query !== undefined ? { query: maskQuery(r.http.query) } : {}) };
+  s.protocol = r.protocol;
   if (r.reason !== undefined) s.reason = maskText(r.reason);
+  if (r.searchPath !== undefined && !(r.searchPath.length === 1 && r.searchPath[0] === 'public')) s.searchPath = r.searchPath;
+  if (r.sql !== undefined) s.sql = maskText(r.sql);
+  s.target = r.target;
   return s;
 }
 
