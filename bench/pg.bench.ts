@@ -3,10 +3,13 @@
 // reference policy and the audit log on; plus masking throughput on a wide customers scan.
 //
 //   npx tsx bench/pg.bench.ts [--seconds S] [--scale N] [--rounds R] [--only portcullis|pgbouncer]
-//                             [--modes simple,prepared] [--clients 1,8]
+//                             [--modes simple,prepared] [--clients 1,8] [--warmup W]
 //
-// Every case runs S seconds (default 5; pgbench -T), R rounds (default 1) interleaved, the best
-// TPS kept. p99 latency comes from pgbench's per-transaction log (-l) at 1 client. Ratios are
+// Every target is first warmed up (W seconds of pgbench per mode at 8 clients, default 2, not
+// counted: a bastion runs for days, and a proxy measured while its JIT compiles its hot path —
+// up to a seventh of its CPU at 1 client — says little of its steady state; the server's caches
+// are warm for every target alike). Then every case runs S seconds (default 5; pgbench -T),
+// R rounds (default 1) interleaved, the best TPS kept. p99 latency comes from pgbench's per-transaction log (-l) at 1 client. Ratios are
 // against the direct, pgbouncer and node-pipe (a bare Node pass-through in its own process, the
 // ceiling of any Node proxy here) figures of the same run. pgbouncer (session pooling) runs
 // when /usr/sbin/pgbouncer exists (as the postgres user when this runs as root); otherwise the
@@ -38,6 +41,7 @@ function arg(name: string, fallback: string): string {
 const SECONDS = Math.max(1, Math.min(60, Number.parseInt(arg('--seconds', '5'), 10) || 5));
 const SCALE = Math.max(1, Math.min(50, Number.parseInt(arg('--scale', '5'), 10) || 5));
 const ROUNDS = Math.max(1, Math.min(5, Number.parseInt(arg('--rounds', '1'), 10) || 1));
+const WARMUP = Math.max(0, Math.min(30, Number.parseInt(arg('--warmup', '2'), 10) || 0));
 const ONLY = arg('--only', '');
 const MODES = arg('--modes', 'simple,prepared').split(',');
 const CLIENTS = arg('--clients', '1,8').split(',').map(Number);
@@ -248,11 +252,18 @@ async function main(): Promise<void> {
     const logDir = path.join(tmp, 'logs');
     fs.mkdirSync(logDir);
     const results = new Map<string, Result>();
+    const selected = targets.filter((t) => ONLY === '' || t.name === ONLY || t.name === 'direct' || t.name === 'node-pipe');
+    if (WARMUP > 0) {
+      for (const mode of MODES) {
+        for (const t of selected) {
+          await runPgbench(['-n', '-S', '-M', mode, '-c', '8', '-j', '4', '-T', String(WARMUP), '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, 'shop'], { PGPASSWORD: t.password }, null);
+        }
+      }
+    }
     for (let round = 0; round < ROUNDS; round++) {
       for (const mode of MODES) {
         for (const clients of CLIENTS) {
-          for (const t of targets) {
-            if (ONLY !== '' && t.name !== ONLY && t.name !== 'direct' && t.name !== 'node-pipe') continue;
+          for (const t of selected) {
             const key = `${mode}|${clients}|${t.name}`;
             const cpu0 = t.cpu?.() ?? null;
             const r = await runPgbench(
