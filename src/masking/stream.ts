@@ -157,6 +157,9 @@ class Clean {
   }
 }
 
+/** Largest held-bytes-plus-chunk assembled in a stream masker's reused buffer (larger: a fresh one). */
+const SCRATCH_MAX = 128 * 1024;
+
 /** Length of an incomplete UTF-8 sequence at the end of b[0..end), else 0. */
 function incompleteUtf8(b: Buffer, end: number): number {
   for (let k = 1; k <= 3 && k <= end; k++) {
@@ -196,6 +199,14 @@ export class StreamMasker {
   private readonly onError: ((err: unknown) => void) | undefined;
 
   private pending: Buffer = Buffer.alloc(0);
+  /**
+   * Reused memory for held bytes followed by a new chunk (allocating and touching fresh memory
+   * for every write measured as a large share of the masker's time). What is emitted never
+   * aliases it: output taken from it is copied.
+   */
+  private scratch: Buffer | null = null;
+  /** `pending` is a view of `scratch`. */
+  private pendingInScratch = false;
   /** Released clean text (raw values), the last contextChars characters. */
   private ctx = '';
   /** Absolute clean offset of ctx[0]. */
@@ -239,10 +250,41 @@ export class StreamMasker {
     if (this.ended) throw new PortcullisError('mask_stream_ended', 'write after end() on a stream masker', {});
     const b = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
     if (b.length === 0) return;
-    this.pending = this.pending.length === 0 ? b : Buffer.concat([this.pending, b]);
+    this.append(b);
     this.run('normal');
     if (this.pending.length > this.lookBehind) this.run('force');
     this.arm();
+  }
+
+  /** pending := pending + b, in the reused scratch buffer when it fits. */
+  private append(b: Buffer): void {
+    const held = this.pending;
+    if (held.length === 0) {
+      this.pending = b;
+      this.pendingInScratch = false;
+      return;
+    }
+    const need = held.length + b.length;
+    if (need > SCRATCH_MAX) {
+      this.pending = Buffer.concat([held, b], need);
+      this.pendingInScratch = false;
+      return;
+    }
+    let s = this.scratch;
+    if (s === null || s.length < need) {
+      s = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX, Math.max(need, 2 * (s?.length ?? 0), 4096)));
+      this.scratch = s;
+    }
+    s.set(held, 0); // held may be a view of scratch itself: set() copies overlapping ranges correctly
+    s.set(b, held.length);
+    this.pending = s.subarray(0, need);
+    this.pendingInScratch = true;
+  }
+
+  /** Empties the held bytes. */
+  private dropPending(): void {
+    this.pending = Buffer.alloc(0);
+    this.pendingInScratch = false;
   }
 
   /** Emits everything now, as if the stream had paused for holdMaxMs. */
@@ -396,7 +438,7 @@ export class StreamMasker {
       out = this.process(mode);
     } catch {
       // fail closed: nothing of what was held goes out unmasked
-      this.pending = Buffer.alloc(0);
+      this.dropPending();
       this.ctx = '';
       this.openRun = null;
       out = Buffer.from(redactMarker('masking-error'), 'latin1');
@@ -415,26 +457,30 @@ export class StreamMasker {
     if (!releaseAll) end -= incompleteUtf8(b, end);
     const cl = this.clean(end, releaseAll);
     const text = cl.text;
-    // Output is built as a latin1 string (one character per byte), encoded once at the end.
-    let rawStr: string | null = cl.identity ? text : null;
-    const raw = (from: number, to: number): string => {
-      if (to <= from) return '';
-      if (rawStr === null || to > rawStr.length) rawStr = b.toString('latin1');
-      return rawStr.slice(from, to);
+    // Output is built from pieces of the held bytes (untouched bytes as received, escape sequences
+    // re-emitted) and the replacements' UTF-8 bytes, copied once at the end: no latin1 string of
+    // the raw bytes is built, joined and encoded again.
+    const parts: Buffer[] = [];
+    let outLen = 0;
+    const raw = (from: number, to: number): void => {
+      if (to <= from) return;
+      parts.push(b.subarray(from, to));
+      outLen += to - from;
     };
-    const parts: string[] = [];
     let replaced = false;
-    const escapes: Buffer[] = [];
     const pushEscapes = (from: number, to: number): void => {
       if (cl.identity) return;
-      escapes.length = 0;
-      cl.escapesIn(b, from, to, escapes);
-      for (const e of escapes) parts.push(e.toString('latin1'));
+      const before = parts.length;
+      cl.escapesIn(b, from, to, parts);
+      for (let i = before; i < parts.length; i++) outLen += parts[i]!.length;
     };
     const pushRep = (rep: string): void => {
       replaced = true;
+      if (rep.length === 0) return;
       // eslint-disable-next-line no-control-regex -- ASCII test
-      parts.push(/^[\x00-\x7f]*$/.test(rep) ? rep : Buffer.from(rep, 'utf8').toString('latin1'));
+      const bytes = /^[\x00-\x7f]*$/.test(rep) ? Buffer.from(rep, 'latin1') : Buffer.from(rep, 'utf8');
+      parts.push(bytes);
+      outLen += bytes.length;
     };
     let k0 = 0; // clean characters consumed by a continuation
     let cursorRaw = 0; // raw bytes accounted for
@@ -444,7 +490,7 @@ export class StreamMasker {
       const d = this.openRun;
       const r = d.continueRun(text, 0);
       if (r.end > 0) {
-        parts.push(raw(0, cl.rawAt(0)));
+        raw(0, cl.rawAt(0));
         pushRep(this.continuationMask(d, text.slice(0, r.end)));
         pushEscapes(0, r.end);
         cursorRaw = cl.rawAfter(r.end);
@@ -497,7 +543,7 @@ export class StreamMasker {
     for (const f of findings) {
       if (f.start >= emitUntil) break;
       const a = Math.max(f.start, base);
-      parts.push(raw(cursorRaw, toRaw(a)));
+      raw(cursorRaw, toRaw(a));
       const value = w.slice(f.start, f.end);
       if (f.start >= base) maskCounts.stream++;
       pushRep(f.start < base ? this.continuationOf(f, value, base - f.start) : this.rules.replacement(value, f));
@@ -507,7 +553,7 @@ export class StreamMasker {
     }
     const holdRaw = toRaw(emitUntil);
     if (holdRaw > cursorRaw) {
-      parts.push(raw(cursorRaw, holdRaw));
+      raw(cursorRaw, holdRaw);
       cursorRaw = holdRaw;
     }
     if (forced) {
@@ -519,19 +565,29 @@ export class StreamMasker {
     if (lastOpen) this.openRun = lastOpen;
     this.remember(w.slice(base, forced ? wl : hold));
     if (releaseAll && b.length > cursorRaw) {
-      parts.push(raw(cursorRaw, b.length));
+      raw(cursorRaw, b.length);
       cursorRaw = b.length;
     }
-    this.pending = cursorRaw >= b.length ? Buffer.alloc(0) : b.subarray(cursorRaw);
+    const inScratch = this.pendingInScratch;
+    if (cursorRaw >= b.length) this.dropPending();
+    else this.pending = b.subarray(cursorRaw);
     if (cursorRaw > 0) this.progressed();
     if (cursorRaw === 0) return null;
+    // output taken from the scratch buffer is copied: the next write() reuses that memory
+    if (inScratch) return Buffer.concat(parts, outLen);
     if (!replaced && cl.identity) return b.subarray(0, cursorRaw); // untouched: the bytes as received
-    return Buffer.from(parts.join(''), 'latin1');
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, outLen);
   }
 
   /** Appends released clean text to the context window. */
   private remember(s: string): void {
     if (s.length === 0) return;
+    if (s.length >= this.contextChars) {
+      // the new text alone fills the window: no concatenation (which would copy all of it)
+      this.ctxAbs += this.ctx.length + s.length - this.contextChars;
+      this.ctx = s.slice(s.length - this.contextChars);
+      return;
+    }
     const joined = this.ctx + s;
     if (joined.length <= this.contextChars) {
       this.ctx = joined;
