@@ -76,6 +76,10 @@ type Mode = 'normal' | 'weak' | 'force' | 'final' | 'end';
  * escape sequences the two coincide. Otherwise the text is a list of segments: runs of bytes kept
  * one-for-one, and single `\0` placeholders standing for an escape sequence (a separator);
  * removed CSI sequences are the raw gaps between segments.
+ *
+ * With a byte buffer `out` whose first `at` bytes hold the remembered context, the text's bytes
+ * are written after them and both are decoded as one string (`joined`): one string per write
+ * instead of pieces, their join and the context + text concatenation (each a copy).
  */
 class Clean {
   private readonly segC: number[] = [];
@@ -84,16 +88,24 @@ class Clean {
   private readonly pieces: string[] = [];
   private n = 0;
   text = '';
+  /** The context followed by text, when built in one piece (else null). */
+  joined: string | null = null;
   /** Raw offset where the unscanned remainder starts (incomplete UTF-8 or escape sequence). */
   limit = 0;
   identity = true;
+
+  constructor(
+    private readonly out: Buffer | null = null,
+    private readonly at = 0,
+  ) {}
 
   addText(b: Buffer, from: number, to: number): void {
     if (to <= from) return;
     this.segC.push(this.n);
     this.segR.push(from);
     this.segB.push(false);
-    this.pieces.push(b.toString('latin1', from, to));
+    if (this.out) b.copy(this.out, this.at + this.n, from, to);
+    else this.pieces.push(b.toString('latin1', from, to));
     this.n += to - from;
   }
 
@@ -101,12 +113,18 @@ class Clean {
     this.segC.push(this.n);
     this.segR.push(at);
     this.segB.push(true);
-    this.pieces.push('\u0000');
+    if (this.out) this.out[this.at + this.n] = 0;
+    else this.pieces.push('\u0000');
     this.n += 1;
   }
 
   finish(limit: number): void {
-    this.text = this.pieces.join('');
+    if (this.out) {
+      this.joined = this.out.toString('latin1', 0, this.at + this.n);
+      this.text = this.joined.slice(this.at);
+    } else {
+      this.text = this.pieces.join('');
+    }
     this.limit = limit;
     this.identity = false;
   }
@@ -207,6 +225,8 @@ export class StreamMasker {
   private scratch: Buffer | null = null;
   /** `pending` is a view of `scratch`. */
   private pendingInScratch = false;
+  /** Reused memory for the context and the clean text (see Clean). */
+  private textScratch: Buffer | null = null;
   /** Released clean text (raw values), the last contextChars characters. */
   private ctx = '';
   /** Absolute clean offset of ctx[0]. */
@@ -347,13 +367,39 @@ export class StreamMasker {
     }
   }
 
+  /**
+   * Reused memory where the context and the clean text are assembled before being decoded as one
+   * string (`Clean.joined`); null when the text is too long.
+   */
+  private textBuffer(ctx: string, end: number): Buffer | null {
+    const need = ctx.length + end;
+    if (need > SCRATCH_MAX + this.contextChars) return null;
+    let t = this.textScratch;
+    if (t === null || t.length < need) {
+      t = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX + this.contextChars, Math.max(need, 2 * (t?.length ?? 0), 4096)));
+      this.textScratch = t;
+    }
+    // the context is latin1 text (bytes and \0 placeholders): one byte per character
+    if (t.write(ctx, 0, 'latin1') !== ctx.length) throw new Error('stream masker: context is not latin1');
+    return t;
+  }
+
   /** The scanned text of pending[0..end): latin1, CSI sequences removed, other escapes as separators. */
   private clean(end: number, final: boolean): Clean {
     const b = this.pending;
-    const cl = new Clean();
+    const ctx = this.ctx;
+    const out = this.textBuffer(ctx, end);
+    const cl = new Clean(out, ctx.length);
     const esc = this.ansi ? b.indexOf(0x1b) : -1;
     if (esc === -1 || esc >= end) {
-      cl.text = b.toString('latin1', 0, end);
+      if (out && ctx.length > 0) {
+        b.copy(out, ctx.length, 0, end);
+        cl.joined = out.toString('latin1', 0, ctx.length + end);
+        cl.text = cl.joined.slice(ctx.length);
+      } else {
+        cl.text = b.toString('latin1', 0, end);
+        if (ctx.length === 0) cl.joined = cl.text;
+      }
       cl.limit = end;
       return cl;
     }
@@ -503,7 +549,8 @@ export class StreamMasker {
     // 2. detection over the remembered context and the rest
     const rest = k0 === 0 ? text : text.slice(k0);
     const base = this.ctx.length;
-    const w = base === 0 ? rest : this.ctx + rest;
+    // the context + text string built by clean() holds as long as no continuation changed the context
+    const w = k0 === 0 && cl.joined !== null ? cl.joined : base === 0 ? rest : this.ctx + rest;
     const col = this.rules.collect(w, new Collector(true, finalScan));
     const findings = resolveFindings(col.findings.filter((f) => f.end > base));
     const wl = w.length;
