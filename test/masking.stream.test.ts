@@ -377,6 +377,25 @@ describe('reused buffers: held bytes and the scanned text are assembled in memor
     }
   });
 
+  test('two maskers written alternately (they share the text buffer) give the same bytes as each alone', () => {
+    const other = Buffer.from(bigLog(1500).text.replace(/4111 1111 1111 1111/g, '5555 5555 5555 4444'), 'utf8');
+    const aloneA = whole;
+    const aloneB = run(other, []);
+    const outA: Buffer[] = [];
+    const outB: Buffer[] = [];
+    const a = masker.streamMasker({ onOutput: (c) => outA.push(c) });
+    const b = masker.streamMasker({ onOutput: (c) => outB.push(c) });
+    const step = 1777; // odd chunk ends: both hold tails and keep a context between writes
+    for (let o = 0; o < Math.max(input.length, other.length); o += step) {
+      if (o < input.length) a.write(input.subarray(o, Math.min(o + step, input.length)));
+      if (o < other.length) b.write(other.subarray(o, Math.min(o + step, other.length)));
+    }
+    a.end();
+    b.end();
+    assert.deepEqual(Buffer.concat(outA), aloneA);
+    assert.deepEqual(Buffer.concat(outB), aloneB);
+  });
+
   test('a weak prefix released after more than the context window of text is still completed and masked', async () => {
     const c = collect();
     const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 1, holdMaxMs: 1000 });

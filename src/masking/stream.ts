@@ -177,6 +177,15 @@ class Clean {
 
 /** Largest held-bytes-plus-chunk assembled in a stream masker's reused buffer (larger: a fresh one). */
 const SCRATCH_MAX = 128 * 1024;
+/** Above this size a masker's reused buffer is let go when nothing is held (idle sessions keep little). */
+const SCRATCH_KEEP = 16 * 1024;
+/** Largest context + clean text assembled in the shared text buffer (larger: decoded in pieces). */
+const TEXT_SCRATCH_MAX = 192 * 1024;
+/**
+ * The text buffer, shared by every stream masker of the process: it is only used inside one
+ * synchronous clean() (filled, then decoded into a new string), so no masker can see another's bytes.
+ */
+let textScratch: Buffer | null = null;
 
 /** Length of an incomplete UTF-8 sequence at the end of b[0..end), else 0. */
 function incompleteUtf8(b: Buffer, end: number): number {
@@ -218,15 +227,13 @@ export class StreamMasker {
 
   private pending: Buffer = Buffer.alloc(0);
   /**
-   * Reused memory for held bytes followed by a new chunk (allocating and touching fresh memory
-   * for every write measured as a large share of the masker's time). What is emitted never
-   * aliases it: output taken from it is copied.
+   * Reused memory for held bytes followed by a new chunk (instead of a new Buffer for every
+   * write that finds bytes held). What is emitted never aliases it: output taken from it is
+   * copied. Let go when nothing is held and it is larger than SCRATCH_KEEP.
    */
   private scratch: Buffer | null = null;
   /** `pending` is a view of `scratch`. */
   private pendingInScratch = false;
-  /** Reused memory for the context and the clean text (see Clean). */
-  private textScratch: Buffer | null = null;
   /** Released clean text (raw values), the last contextChars characters. */
   private ctx = '';
   /** Absolute clean offset of ctx[0]. */
@@ -305,6 +312,7 @@ export class StreamMasker {
   private dropPending(): void {
     this.pending = Buffer.alloc(0);
     this.pendingInScratch = false;
+    if (this.scratch && this.scratch.length > SCRATCH_KEEP) this.scratch = null;
   }
 
   /** Emits everything now, as if the stream had paused for holdMaxMs. */
@@ -368,16 +376,16 @@ export class StreamMasker {
   }
 
   /**
-   * Reused memory where the context and the clean text are assembled before being decoded as one
-   * string (`Clean.joined`); null when the text is too long.
+   * The shared buffer where the context and the clean text are assembled before being decoded as
+   * one string (`Clean.joined`), the context written at its start; null when they are too long.
    */
   private textBuffer(ctx: string, end: number): Buffer | null {
     const need = ctx.length + end;
-    if (need > SCRATCH_MAX + this.contextChars) return null;
-    let t = this.textScratch;
+    if (need > TEXT_SCRATCH_MAX) return null;
+    let t = textScratch;
     if (t === null || t.length < need) {
-      t = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX + this.contextChars, Math.max(need, 2 * (t?.length ?? 0), 4096)));
-      this.textScratch = t;
+      t = Buffer.allocUnsafeSlow(Math.min(TEXT_SCRATCH_MAX, Math.max(need, 2 * (t?.length ?? 0), 4096)));
+      textScratch = t;
     }
     // the context is latin1 text (bytes and \0 placeholders): one byte per character
     if (t.write(ctx, 0, 'latin1') !== ctx.length) throw new Error('stream masker: context is not latin1');
