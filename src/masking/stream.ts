@@ -187,6 +187,9 @@ const TEXT_SCRATCH_MAX = 192 * 1024;
  */
 let textScratch: Buffer | null = null;
 
+/** No held bytes (one shared empty Buffer: nothing can be written into it). */
+const EMPTY = Buffer.alloc(0);
+
 /** Length of an incomplete UTF-8 sequence at the end of b[0..end), else 0. */
 function incompleteUtf8(b: Buffer, end: number): number {
   for (let k = 1; k <= 3 && k <= end; k++) {
@@ -225,7 +228,7 @@ export class StreamMasker {
   private readonly ansi: boolean;
   private readonly onError: ((err: unknown) => void) | undefined;
 
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = EMPTY;
   /**
    * Reused memory for held bytes followed by a new chunk (instead of a new Buffer for every
    * write that finds bytes held). What is emitted never aliases it: output taken from it is
@@ -310,7 +313,7 @@ export class StreamMasker {
 
   /** Empties the held bytes. */
   private dropPending(): void {
-    this.pending = Buffer.alloc(0);
+    this.pending = EMPTY;
     this.pendingInScratch = false;
     if (this.scratch && this.scratch.length > SCRATCH_KEEP) this.scratch = null;
   }
