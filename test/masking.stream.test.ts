@@ -281,3 +281,143 @@ describe('lifecycle and fail closed', () => {
     assert.throws(() => masker.streamMasker({ onOutput: () => undefined, flushAfterMs: -1 }), /flushAfterMs/);
   });
 });
+
+describe('reused buffers: held bytes and the scanned text are assembled in memory the masker reuses', () => {
+  /** Lines of log output: plain ASCII, multi-byte UTF-8, colour codes, and a secret every few lines. */
+  function bigLog(lines: number): { text: string; secrets: string[] } {
+    const secrets: string[] = [];
+    const out: string[] = [];
+    for (let i = 0; i < lines; i++) {
+      switch (i % 9) {
+        case 2:
+          out.push(`2024-05-01T12:00:${String(i % 60).padStart(2, '0')}Z INFO charged card 4111 1111 1111 1111 amount=12.50`);
+          secrets.push('4111 1111 1111 1111');
+          break;
+        case 4:
+          out.push(`2024-05-01 Grüße, 日本語 → user${i}@example.org ✓ naïve`);
+          secrets.push(`user${i}@example.org`);
+          break;
+        case 6:
+          out.push(`\x1b[32mINFO\x1b[0m loaded DB_PASSWORD=s3cr3t-${i}x \x1b[1mtoken\x1b[0m ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5`);
+          secrets.push(`s3cr3t-${i}x`, 'ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5');
+          break;
+        case 7:
+          out.push(`ssn 123-45-6789 café 5555\x1b[0m 5555 5555 4444 fin`);
+          secrets.push('123-45-6789');
+          break;
+        default:
+          out.push(`2024-05-01T12:00:00.${String(i % 1000).padStart(3, '0')}Z DEBUG [worker-${i % 8}] GET /api/v1/orders/${i}?page=2 200 ${i % 300}ms`);
+      }
+    }
+    return { text: out.join('\n') + '\n', secrets };
+  }
+
+  function run(input: Buffer, cuts: number[], keep?: Buffer[]): Buffer {
+    const copies: Buffer[] = [];
+    const s = masker.streamMasker({
+      onOutput: (c) => {
+        keep?.push(c); // the very Buffer the masker emitted, not a copy
+        copies.push(Buffer.from(c));
+      },
+    });
+    let prev = 0;
+    for (const cut of [...cuts, input.length]) {
+      s.write(input.subarray(prev, cut));
+      prev = cut;
+    }
+    s.end();
+    return Buffer.concat(copies);
+  }
+
+  const { text, secrets } = bigLog(4000);
+  const input = Buffer.from(text, 'utf8');
+  const whole = run(input, []);
+
+  test('the whole text: every secret masked, multi-byte characters and colour codes intact', () => {
+    const out = whole.toString('utf8');
+    for (const v of secrets) assert.ok(!stripAnsi(out).includes(v), `leaked ${v}`);
+    assert.equal(stripAnsi(out), stripAnsi(masker.maskText(stripAnsi(text))));
+    assert.ok(out.includes('Grüße, 日本語 → [REDACTED:email] ✓ naïve'));
+    assert.ok(out.includes('\x1b[32mINFO\x1b[0m loaded DB_PASSWORD=[REDACTED:secret_assignment]'));
+  });
+
+  test('emitted chunks are never overwritten by later writes', () => {
+    const keep: Buffer[] = [];
+    const cuts: number[] = [];
+    // chunk ends that fall inside numbers and words, so that every write holds a tail back
+    for (let o = 997; o < input.length; o += 997 + (o % 13)) cuts.push(o);
+    const out = run(input, cuts, keep);
+    assert.deepEqual(out, whole);
+    assert.deepEqual(Buffer.concat(keep), whole, 'a Buffer handed to onOutput changed after it was emitted');
+  });
+
+  test('chunks of 64 KiB, of more than the reused buffer (128 KiB) and of odd sizes give the same bytes', () => {
+    for (const size of [65536, 131072 + 5, 200_000, 4099, 513]) {
+      const cuts: number[] = [];
+      for (let o = size; o < input.length; o += size) cuts.push(o);
+      const keep: Buffer[] = [];
+      assert.deepEqual(run(input, cuts, keep), whole, `chunks of ${size}`);
+      assert.deepEqual(Buffer.concat(keep), whole, `chunks of ${size}: emitted Buffers unchanged`);
+    }
+  });
+
+  test('a secret cut at every offset after a chunk longer than the context window', () => {
+    const filler = Buffer.from(`${'plain ascii line with numbers 12 345\n'.repeat(2000)}naïve → `, 'utf8');
+    for (const secret of ['4111 1111 1111 1111', 'jane.doe@example.org', 'ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5', 'DB_PASSWORD=hunter2x']) {
+      const tailText = `${secret} 日本 end\n`;
+      const data = Buffer.concat([filler, Buffer.from(tailText, 'utf8')]);
+      const expected = run(data, []);
+      assert.ok(!expected.toString('utf8').includes(secret.replace('DB_PASSWORD=', '')), secret);
+      for (let k = 0; k <= Buffer.byteLength(tailText); k++) {
+        const keep: Buffer[] = [];
+        const out = run(data, [filler.length - 3, filler.length + k], keep);
+        assert.deepEqual(out, expected, `${secret} cut at +${k}`);
+        assert.deepEqual(Buffer.concat(keep), expected, `${secret} cut at +${k}: emitted Buffers unchanged`);
+      }
+    }
+  });
+
+  test('two maskers written alternately (they share the text buffer) give the same bytes as each alone', () => {
+    const other = Buffer.from(bigLog(1500).text.replace(/4111 1111 1111 1111/g, '5555 5555 5555 4444'), 'utf8');
+    const aloneA = whole;
+    const aloneB = run(other, []);
+    const outA: Buffer[] = [];
+    const outB: Buffer[] = [];
+    const a = masker.streamMasker({ onOutput: (c) => outA.push(c) });
+    const b = masker.streamMasker({ onOutput: (c) => outB.push(c) });
+    const step = 1777; // odd chunk ends: both hold tails and keep a context between writes
+    for (let o = 0; o < Math.max(input.length, other.length); o += step) {
+      if (o < input.length) a.write(input.subarray(o, Math.min(o + step, input.length)));
+      if (o < other.length) b.write(other.subarray(o, Math.min(o + step, other.length)));
+    }
+    a.end();
+    b.end();
+    assert.deepEqual(Buffer.concat(outA), aloneA);
+    assert.deepEqual(Buffer.concat(outB), aloneB);
+  });
+
+  test('a weak prefix released after more than the context window of text is still completed and masked', async () => {
+    const c = collect();
+    const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 1, holdMaxMs: 1000 });
+    const long = `${'é'.repeat(300)} ${'x'.repeat(700)} pay 4111`;
+    s.write(long);
+    await sleep(40);
+    assert.equal(c.text(), long, 'four digits are not yet distinctive: released');
+    s.write(' 1111 1111 1111 ok');
+    s.end();
+    assert.equal(c.text(), `${long} **** **** 1111 ok`);
+  });
+
+  test('a token prefix released after a long line: what completes it is one marker, once', async () => {
+    const c = collect();
+    const s = masker.streamMasker({ onOutput: c.onOutput, flushAfterMs: 1, holdMaxMs: 1000 });
+    const long = `${'y'.repeat(2000)} ghp_`;
+    s.write(long);
+    await sleep(40);
+    assert.equal(c.text(), long, "a token's literal prefix alone is weak: released");
+    s.write('aB3dE5gH7jK9mN1pQ3sT5v');
+    s.write('W7yZ9bC1dE3fG5 done\n');
+    s.end();
+    assert.equal(c.text(), `${long}[REDACTED:github_token] done\n`);
+  });
+});

@@ -76,6 +76,10 @@ type Mode = 'normal' | 'weak' | 'force' | 'final' | 'end';
  * escape sequences the two coincide. Otherwise the text is a list of segments: runs of bytes kept
  * one-for-one, and single `\0` placeholders standing for an escape sequence (a separator);
  * removed CSI sequences are the raw gaps between segments.
+ *
+ * With a byte buffer `out` whose first `at` bytes hold the remembered context, the text's bytes
+ * are written after them and both are decoded as one string (`joined`): one string per write
+ * instead of pieces, their join and the context + text concatenation (each a copy).
  */
 class Clean {
   private readonly segC: number[] = [];
@@ -84,16 +88,24 @@ class Clean {
   private readonly pieces: string[] = [];
   private n = 0;
   text = '';
+  /** The context followed by text, when built in one piece (else null). */
+  joined: string | null = null;
   /** Raw offset where the unscanned remainder starts (incomplete UTF-8 or escape sequence). */
   limit = 0;
   identity = true;
+
+  constructor(
+    private readonly out: Buffer | null = null,
+    private readonly at = 0,
+  ) {}
 
   addText(b: Buffer, from: number, to: number): void {
     if (to <= from) return;
     this.segC.push(this.n);
     this.segR.push(from);
     this.segB.push(false);
-    this.pieces.push(b.toString('latin1', from, to));
+    if (this.out) b.copy(this.out, this.at + this.n, from, to);
+    else this.pieces.push(b.toString('latin1', from, to));
     this.n += to - from;
   }
 
@@ -101,12 +113,18 @@ class Clean {
     this.segC.push(this.n);
     this.segR.push(at);
     this.segB.push(true);
-    this.pieces.push('\u0000');
+    if (this.out) this.out[this.at + this.n] = 0;
+    else this.pieces.push('\u0000');
     this.n += 1;
   }
 
   finish(limit: number): void {
-    this.text = this.pieces.join('');
+    if (this.out) {
+      this.joined = this.out.toString('latin1', 0, this.at + this.n);
+      this.text = this.joined.slice(this.at);
+    } else {
+      this.text = this.pieces.join('');
+    }
     this.limit = limit;
     this.identity = false;
   }
@@ -157,6 +175,21 @@ class Clean {
   }
 }
 
+/** Largest held-bytes-plus-chunk assembled in a stream masker's reused buffer (larger: a fresh one). */
+const SCRATCH_MAX = 128 * 1024;
+/** Above this size a masker's reused buffer is let go when nothing is held (idle sessions keep little). */
+const SCRATCH_KEEP = 16 * 1024;
+/** Largest context + clean text assembled in the shared text buffer (larger: decoded in pieces). */
+const TEXT_SCRATCH_MAX = 192 * 1024;
+/**
+ * The text buffer, shared by every stream masker of the process: it is only used inside one
+ * synchronous clean() (filled, then decoded into a new string), so no masker can see another's bytes.
+ */
+let textScratch: Buffer | null = null;
+
+/** No held bytes (one shared empty Buffer: nothing can be written into it). */
+const EMPTY = Buffer.alloc(0);
+
 /** Length of an incomplete UTF-8 sequence at the end of b[0..end), else 0. */
 function incompleteUtf8(b: Buffer, end: number): number {
   for (let k = 1; k <= 3 && k <= end; k++) {
@@ -195,7 +228,15 @@ export class StreamMasker {
   private readonly ansi: boolean;
   private readonly onError: ((err: unknown) => void) | undefined;
 
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = EMPTY;
+  /**
+   * Reused memory for held bytes followed by a new chunk (instead of a new Buffer for every
+   * write that finds bytes held). What is emitted never aliases it: output taken from it is
+   * copied. Let go when nothing is held and it is larger than SCRATCH_KEEP.
+   */
+  private scratch: Buffer | null = null;
+  /** `pending` is a view of `scratch`. */
+  private pendingInScratch = false;
   /** Released clean text (raw values), the last contextChars characters. */
   private ctx = '';
   /** Absolute clean offset of ctx[0]. */
@@ -239,10 +280,42 @@ export class StreamMasker {
     if (this.ended) throw new PortcullisError('mask_stream_ended', 'write after end() on a stream masker', {});
     const b = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
     if (b.length === 0) return;
-    this.pending = this.pending.length === 0 ? b : Buffer.concat([this.pending, b]);
+    this.append(b);
     this.run('normal');
     if (this.pending.length > this.lookBehind) this.run('force');
     this.arm();
+  }
+
+  /** pending := pending + b, in the reused scratch buffer when it fits. */
+  private append(b: Buffer): void {
+    const held = this.pending;
+    if (held.length === 0) {
+      this.pending = b;
+      this.pendingInScratch = false;
+      return;
+    }
+    const need = held.length + b.length;
+    if (need > SCRATCH_MAX) {
+      this.pending = Buffer.concat([held, b], need);
+      this.pendingInScratch = false;
+      return;
+    }
+    let s = this.scratch;
+    if (s === null || s.length < need) {
+      s = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX, Math.max(need, 2 * (s?.length ?? 0), 4096)));
+      this.scratch = s;
+    }
+    s.set(held, 0); // held may be a view of scratch itself: set() copies overlapping ranges correctly
+    s.set(b, held.length);
+    this.pending = s.subarray(0, need);
+    this.pendingInScratch = true;
+  }
+
+  /** Empties the held bytes. */
+  private dropPending(): void {
+    this.pending = EMPTY;
+    this.pendingInScratch = false;
+    if (this.scratch && this.scratch.length > SCRATCH_KEEP) this.scratch = null;
   }
 
   /** Emits everything now, as if the stream had paused for holdMaxMs. */
@@ -305,13 +378,39 @@ export class StreamMasker {
     }
   }
 
+  /**
+   * The shared buffer where the context and the clean text are assembled before being decoded as
+   * one string (`Clean.joined`), the context written at its start; null when they are too long.
+   */
+  private textBuffer(ctx: string, end: number): Buffer | null {
+    const need = ctx.length + end;
+    if (need > TEXT_SCRATCH_MAX) return null;
+    let t = textScratch;
+    if (t === null || t.length < need) {
+      t = Buffer.allocUnsafeSlow(Math.min(TEXT_SCRATCH_MAX, Math.max(need, 2 * (t?.length ?? 0), 4096)));
+      textScratch = t;
+    }
+    // the context is latin1 text (bytes and \0 placeholders): one byte per character
+    if (t.write(ctx, 0, 'latin1') !== ctx.length) throw new Error('stream masker: context is not latin1');
+    return t;
+  }
+
   /** The scanned text of pending[0..end): latin1, CSI sequences removed, other escapes as separators. */
   private clean(end: number, final: boolean): Clean {
     const b = this.pending;
-    const cl = new Clean();
+    const ctx = this.ctx;
+    const out = this.textBuffer(ctx, end);
+    const cl = new Clean(out, ctx.length);
     const esc = this.ansi ? b.indexOf(0x1b) : -1;
     if (esc === -1 || esc >= end) {
-      cl.text = b.toString('latin1', 0, end);
+      if (out && ctx.length > 0) {
+        b.copy(out, ctx.length, 0, end);
+        cl.joined = out.toString('latin1', 0, ctx.length + end);
+        cl.text = cl.joined.slice(ctx.length);
+      } else {
+        cl.text = b.toString('latin1', 0, end);
+        if (ctx.length === 0) cl.joined = cl.text;
+      }
       cl.limit = end;
       return cl;
     }
@@ -396,7 +495,7 @@ export class StreamMasker {
       out = this.process(mode);
     } catch {
       // fail closed: nothing of what was held goes out unmasked
-      this.pending = Buffer.alloc(0);
+      this.dropPending();
       this.ctx = '';
       this.openRun = null;
       out = Buffer.from(redactMarker('masking-error'), 'latin1');
@@ -415,26 +514,30 @@ export class StreamMasker {
     if (!releaseAll) end -= incompleteUtf8(b, end);
     const cl = this.clean(end, releaseAll);
     const text = cl.text;
-    // Output is built as a latin1 string (one character per byte), encoded once at the end.
-    let rawStr: string | null = cl.identity ? text : null;
-    const raw = (from: number, to: number): string => {
-      if (to <= from) return '';
-      if (rawStr === null || to > rawStr.length) rawStr = b.toString('latin1');
-      return rawStr.slice(from, to);
+    // Output is built from pieces of the held bytes (untouched bytes as received, escape sequences
+    // re-emitted) and the replacements' UTF-8 bytes, copied once at the end: no latin1 string of
+    // the raw bytes is built, joined and encoded again.
+    const parts: Buffer[] = [];
+    let outLen = 0;
+    const raw = (from: number, to: number): void => {
+      if (to <= from) return;
+      parts.push(b.subarray(from, to));
+      outLen += to - from;
     };
-    const parts: string[] = [];
     let replaced = false;
-    const escapes: Buffer[] = [];
     const pushEscapes = (from: number, to: number): void => {
       if (cl.identity) return;
-      escapes.length = 0;
-      cl.escapesIn(b, from, to, escapes);
-      for (const e of escapes) parts.push(e.toString('latin1'));
+      const before = parts.length;
+      cl.escapesIn(b, from, to, parts);
+      for (let i = before; i < parts.length; i++) outLen += parts[i]!.length;
     };
     const pushRep = (rep: string): void => {
       replaced = true;
+      if (rep.length === 0) return;
       // eslint-disable-next-line no-control-regex -- ASCII test
-      parts.push(/^[\x00-\x7f]*$/.test(rep) ? rep : Buffer.from(rep, 'utf8').toString('latin1'));
+      const bytes = /^[\x00-\x7f]*$/.test(rep) ? Buffer.from(rep, 'latin1') : Buffer.from(rep, 'utf8');
+      parts.push(bytes);
+      outLen += bytes.length;
     };
     let k0 = 0; // clean characters consumed by a continuation
     let cursorRaw = 0; // raw bytes accounted for
@@ -444,7 +547,7 @@ export class StreamMasker {
       const d = this.openRun;
       const r = d.continueRun(text, 0);
       if (r.end > 0) {
-        parts.push(raw(0, cl.rawAt(0)));
+        raw(0, cl.rawAt(0));
         pushRep(this.continuationMask(d, text.slice(0, r.end)));
         pushEscapes(0, r.end);
         cursorRaw = cl.rawAfter(r.end);
@@ -457,7 +560,8 @@ export class StreamMasker {
     // 2. detection over the remembered context and the rest
     const rest = k0 === 0 ? text : text.slice(k0);
     const base = this.ctx.length;
-    const w = base === 0 ? rest : this.ctx + rest;
+    // the context + text string built by clean() holds as long as no continuation changed the context
+    const w = k0 === 0 && cl.joined !== null ? cl.joined : base === 0 ? rest : this.ctx + rest;
     const col = this.rules.collect(w, new Collector(true, finalScan));
     const findings = resolveFindings(col.findings.filter((f) => f.end > base));
     const wl = w.length;
@@ -497,7 +601,7 @@ export class StreamMasker {
     for (const f of findings) {
       if (f.start >= emitUntil) break;
       const a = Math.max(f.start, base);
-      parts.push(raw(cursorRaw, toRaw(a)));
+      raw(cursorRaw, toRaw(a));
       const value = w.slice(f.start, f.end);
       if (f.start >= base) maskCounts.stream++;
       pushRep(f.start < base ? this.continuationOf(f, value, base - f.start) : this.rules.replacement(value, f));
@@ -507,7 +611,7 @@ export class StreamMasker {
     }
     const holdRaw = toRaw(emitUntil);
     if (holdRaw > cursorRaw) {
-      parts.push(raw(cursorRaw, holdRaw));
+      raw(cursorRaw, holdRaw);
       cursorRaw = holdRaw;
     }
     if (forced) {
@@ -519,19 +623,29 @@ export class StreamMasker {
     if (lastOpen) this.openRun = lastOpen;
     this.remember(w.slice(base, forced ? wl : hold));
     if (releaseAll && b.length > cursorRaw) {
-      parts.push(raw(cursorRaw, b.length));
+      raw(cursorRaw, b.length);
       cursorRaw = b.length;
     }
-    this.pending = cursorRaw >= b.length ? Buffer.alloc(0) : b.subarray(cursorRaw);
+    const inScratch = this.pendingInScratch;
+    if (cursorRaw >= b.length) this.dropPending();
+    else this.pending = b.subarray(cursorRaw);
     if (cursorRaw > 0) this.progressed();
     if (cursorRaw === 0) return null;
+    // output taken from the scratch buffer is copied: the next write() reuses that memory
+    if (inScratch) return Buffer.concat(parts, outLen);
     if (!replaced && cl.identity) return b.subarray(0, cursorRaw); // untouched: the bytes as received
-    return Buffer.from(parts.join(''), 'latin1');
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, outLen);
   }
 
   /** Appends released clean text to the context window. */
   private remember(s: string): void {
     if (s.length === 0) return;
+    if (s.length >= this.contextChars) {
+      // the new text alone fills the window: no concatenation (which would copy all of it)
+      this.ctxAbs += this.ctx.length + s.length - this.contextChars;
+      this.ctx = s.slice(s.length - this.contextChars);
+      return;
+    }
     const joined = this.ctx + s;
     if (joined.length <= this.contextChars) {
       this.ctx = joined;
