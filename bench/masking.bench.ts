@@ -23,11 +23,13 @@ const MASKS: MaskSpec[] = [
   { detector: 'card', strategy: 'last4', rule: 'bench:mask-cards-everywhere' },
 ];
 
-// deterministic pseudo-random numbers
+// deterministic pseudo-random numbers: an LCG modulo 2^31 in exact 32-bit arithmetic (a plain
+// `seed * 1103515245` passes 2^53 and loses its low bits), scaled from the high bits (an LCG's
+// low bits have short periods).
 let seed = 42;
 function rnd(n: number): number {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed % n;
+  seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
+  return Math.floor((seed / 0x80000000) * n);
 }
 
 function luhnComplete(prefix: string): string {
