@@ -68,14 +68,30 @@ export class RemoteTarget {
       },
       forwardIn: async (bindAddr, bindPort, onConnection) => {
         const c = await get();
-        const port = await new Promise<number>((res, rej) =>
-          c.forwardIn(bindAddr, bindPort, (err, p) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused to listen on ${bindAddr}:${bindPort}: ${err.message}`)) : res(p || bindPort))),
-        );
+        // Listening before asking: the target's sshd binds, and may hand over a connection, before
+        // its reply to tcpip-forward arrives (a connection with no listener here was refused).
+        // With port 0 the port is known only from the reply: connections until then wait for it.
+        let port: number | null = bindPort === 0 ? null : bindPort;
+        const early: [TcpConnectionDetails, () => ClientChannel, () => void][] = [];
         const onTcp = (info: TcpConnectionDetails, accept: () => ClientChannel, reject: () => void) => {
+          if (port === null) {
+            early.push([info, accept, reject]);
+            return;
+          }
           if (info.destPort !== port) return; // another listener of this connection
           onConnection({ srcIP: info.srcIP, srcPort: info.srcPort, accept, reject });
         };
         c.on('tcp connection', onTcp);
+        try {
+          port = await new Promise<number>((res, rej) =>
+            c.forwardIn(bindAddr, bindPort, (err, p) => (err ? rej(new PortcullisError('ssh_upstream_forward', `the target refused to listen on ${bindAddr}:${bindPort}: ${err.message}`)) : res(p || bindPort))),
+          );
+        } catch (e) {
+          c.off('tcp connection', onTcp);
+          for (const [, , reject] of early) reject();
+          throw e;
+        }
+        for (const [info, accept, reject] of early.splice(0)) onTcp(info, accept, reject);
         let done = false;
         return {
           port,
