@@ -223,6 +223,80 @@ describe('response masking', () => {
   });
 });
 
+describe('response streaming: write coalescing', () => {
+  const json = { 'content-type': 'application/json' };
+  const GH = 'ghp_' + 'c'.repeat(36);
+
+  /** Feeds `body` to pipeBody cut at the given byte offsets (through multi-byte characters too). */
+  async function runCuts(plan: ReturnType<typeof planResponse>, body: Buffer, cuts: number[]): Promise<{ text: string; raw: Buffer; error?: string; writes: number }> {
+    const src = new PassThrough();
+    const up: UpstreamResponse = { status: 200, headers: json, body: src, httpVersion: '2' };
+    const out: Buffer[] = [];
+    let writes = 0;
+    const res = new Writable({
+      writev(cs: { chunk: Buffer }[], cb) {
+        writes++;
+        for (const c of cs) out.push(Buffer.from(c.chunk));
+        cb();
+      },
+      write(c: Buffer, _e, cb) {
+        writes++;
+        out.push(Buffer.from(c));
+        cb();
+      },
+    }) as unknown as Parameters<typeof pipeBody>[1];
+    const p = pipeBody(up, res, plan);
+    let at = 0;
+    for (const c of [...new Set(cuts)].sort((a, b) => a - b)) {
+      if (c > at && c < body.length) {
+        src.write(body.subarray(at, c));
+        at = c;
+      }
+    }
+    src.end(body.subarray(at));
+    const r = await p;
+    const raw = Buffer.concat(out);
+    return { text: raw.toString('utf8'), raw, writes, ...(r.error ? { error: r.error } : {}) };
+  }
+
+  test('pass-through: what arrives in one turn goes out as one write, byte for byte', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/services'), masker);
+    assert.equal(plan.mode, 'none');
+    const body = Buffer.from(JSON.stringify({ kind: 'ServiceList', items: Array.from({ length: 400 }, (_, i) => ({ metadata: { name: `s${i}`, note: 'ü' } })) }));
+    const cuts = Array.from({ length: 200 }, (_, i) => Math.floor((i * body.length) / 200));
+    const r = await runCuts(plan, body, cuts);
+    assert.equal(r.text, body.toString('utf8'));
+    assert.ok(r.writes < 10, `${r.writes} writes for 200 chunks`);
+  });
+
+  test('a watch event goes out without waiting for more input', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods?watch=1'), masker);
+    const src = new PassThrough();
+    const got: string[] = [];
+    let wrote: () => void = () => undefined;
+    const res = new Writable({
+      write(c: Buffer, _e, cb) {
+        got.push(c.toString());
+        wrote();
+        cb();
+      },
+    }) as unknown as Parameters<typeof pipeBody>[1];
+    const p = pipeBody({ status: 200, headers: json, body: src, httpVersion: '2' }, res, plan);
+    const ev = (n: string) => JSON.stringify({ type: 'ADDED', object: { kind: 'Pod', metadata: { name: n }, spec: { containers: [{ env: [{ name: 'T', value: GH }] }] } } }) + '\n';
+    for (const name of ['a', 'b']) {
+      const arrived = new Promise<void>((resolve) => (wrote = resolve));
+      src.write(ev(name));
+      const t0 = Date.now();
+      await Promise.race([arrived, new Promise((resolve) => setTimeout(resolve, 2000))]);
+      assert.ok(Date.now() - t0 < 1000, 'the event was held back');
+      assert.match(got.join(''), new RegExp(`"name":"${name}"`));
+    }
+    src.end();
+    await p;
+    assert.doesNotMatch(got.join(''), /ghp_c{36}/);
+  });
+});
+
 describe('Status and kubeconfig', () => {
   test('Status objects name the resource and carry the outcome', () => {
     const st = kubeStatus(403, 'portcullis: no', { facts: kubeFacts('DELETE', '/apis/apps/v1/namespaces/default/deployments/web'), outcome: { code: 'policy_denied', effect: 'deny', rule: 'p.yaml:x', reason: 'no' } });
