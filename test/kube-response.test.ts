@@ -223,7 +223,7 @@ describe('response masking', () => {
   });
 });
 
-describe('response streaming: write coalescing', () => {
+describe('response streaming: byte-level field rewriter and write coalescing', () => {
   const json = { 'content-type': 'application/json' };
   const GH = 'ghp_' + 'c'.repeat(36);
 
@@ -258,6 +258,65 @@ describe('response streaming: write coalescing', () => {
     const raw = Buffer.concat(out);
     return { text: raw.toString('utf8'), raw, writes, ...(r.error ? { error: r.error } : {}) };
   }
+
+  // Values with escapes, multi-byte characters (cut anywhere), look-alike keys inside strings, a
+  // secret the detectors catch, pretty and compact JSON, env and last-applied in any mix.
+  const envValue = fc.oneof(fc.constant(GH), fc.constant('AKIAIOSFODNN7EXAMPLE'), fc.string({ maxLength: 12 }), fc.constantFrom('é"\\', '日本語 "env":[', '\\"env\\":', '🔑 ' + GH, 'x\\'));
+  const podArb = fc.record({
+    name: fc.string({ minLength: 1, maxLength: 8 }),
+    note: fc.constantFrom('', '"env":[{"value":"' + GH + '"}]', 'ünïcödé', '"kubectl.kubernetes.io/last-applied-configuration":"x"'),
+    env: fc.array(fc.record({ name: fc.constantFrom('A', 'B', 'ç'), value: envValue }), { maxLength: 3 }),
+    lastApplied: fc.boolean(),
+    valueFrom: fc.boolean(),
+  });
+  const toPod = (p: { name: string; note: string; env: { name: string; value: string }[]; lastApplied: boolean; valueFrom: boolean }) => ({
+    kind: 'Pod',
+    metadata: { name: p.name, annotations: { note: p.note, ...(p.lastApplied ? { 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ kind: 'Pod', spec: { containers: [{ name: 'c', env: p.env }] } }) } : {}) } },
+    spec: { containers: [{ name: 'c', env: [...p.env, ...(p.valueFrom ? [{ name: 'R', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] : [])] }] },
+  });
+
+  test('pods (list and watch), in any byte chunking: the same as parsing and masking whole objects', async () => {
+    const listPlan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods'), masker);
+    const watchPlan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods?watch=1'), masker);
+    await fc.assert(
+      fc.asyncProperty(fc.array(podArb, { maxLength: 5 }), fc.array(fc.nat(3000), { maxLength: 12 }), fc.boolean(), async (pods, cuts, pretty) => {
+        const list = { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: pods.map(toPod) };
+        const text = pretty ? JSON.stringify(list, null, 2) : JSON.stringify(list);
+        const r = await runCuts(listPlan, Buffer.from(text), cuts);
+        assert.equal(r.error, undefined);
+        assert.deepEqual(JSON.parse(r.text), maskKube(masker, 'pods', list));
+        const events = list.items.map((o) => JSON.stringify({ type: 'MODIFIED', object: o }) + '\n').join('');
+        const w = await runCuts(watchPlan, Buffer.from(events), cuts);
+        assert.equal(w.error, undefined);
+        assert.deepEqual(w.text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown), list.items.map((o) => ({ type: 'MODIFIED', object: maskKube(masker, 'pods', o) })));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  test('ConfigMaps in any byte chunking: data and binaryData through the detectors, bytes elsewhere untouched', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/configmaps'), masker);
+    await fc.assert(
+      fc.asyncProperty(fc.dictionary(fc.string({ maxLength: 5 }), envValue, { maxKeys: 4 }), fc.array(fc.nat(600), { maxLength: 10 }), async (data, cuts) => {
+        const cms = { kind: 'ConfigMapList', items: [{ metadata: { name: 'a', labels: { data: 'x' } }, data, binaryData: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])) }, { metadata: { name: 'b' }, data: null }] };
+        const r = await runCuts(plan, Buffer.from(JSON.stringify(cms)), cuts);
+        assert.equal(r.error, undefined);
+        assert.deepEqual(JSON.parse(r.text), maskKube(masker, 'configmaps', cms));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  test('unchanged bytes pass as they came (invalid UTF-8 outside the masked fields included)', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods'), masker);
+    const head = Buffer.concat([Buffer.from('{"kind":"PodList","metadata":{"x":"'), Buffer.from([0xff, 0xc3]), Buffer.from('"},"items":[{"metadata":{"name":"p"},"spec":{"containers":[{"env":')]);
+    const body = Buffer.concat([head, Buffer.from(`[{"name":"T","value":"${GH}"}]}]}}]}`)]);
+    const r = await runCuts(plan, body, [36, 37, 80]);
+    assert.equal(r.error, undefined);
+    assert.ok(r.raw.subarray(0, head.length).equals(head), 'the bytes before the field are the bytes that came');
+    assert.doesNotMatch(r.text, /ghp_c{36}/);
+    assert.match(r.text, /"env":\[\{"name":"T","value":"\[REDACTED:/);
+  });
 
   test('pass-through: what arrives in one turn goes out as one write, byte for byte', async () => {
     const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/services'), masker);
