@@ -307,6 +307,22 @@ describe('response streaming: byte-level field rewriter and write coalescing', (
     );
   });
 
+  test('the same bytes as data and as binaryData are masked each as what they are (no cache hit across fields)', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/configmaps'), masker);
+    const b64 = Buffer.from('AKIAIOSFODNN7EXAMPLE').toString('base64');
+    for (const cm of [
+      { kind: 'ConfigMap', metadata: { name: 'x' }, data: { k: b64 }, binaryData: { k: b64 } },
+      { kind: 'ConfigMapList', items: [{ metadata: { name: 'x' }, data: { k: b64 } }, { metadata: { name: 'y' }, binaryData: { k: b64 } }] },
+    ]) {
+      const r = await runCuts(plan, Buffer.from(JSON.stringify(cm)), []);
+      assert.equal(r.error, undefined);
+      assert.deepEqual(JSON.parse(r.text), maskKube(masker, 'configmaps', cm));
+      const bins = [...r.text.matchAll(/"binaryData":\{"k":"([^"]*)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString());
+      assert.equal(bins.length, 1);
+      assert.doesNotMatch(bins[0]!, /AKIA/);
+    }
+  });
+
   test('unchanged bytes pass as they came (invalid UTF-8 outside the masked fields included)', async () => {
     const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods'), masker);
     const head = Buffer.concat([Buffer.from('{"kind":"PodList","metadata":{"x":"'), Buffer.from([0xff, 0xc3]), Buffer.from('"},"items":[{"metadata":{"name":"p"},"spec":{"containers":[{"env":')]);

@@ -155,9 +155,15 @@ export class KubeFieldRewriter {
   private held: Buffer | null = null;
   /** The value scan in progress at the start of `held`, if it got that far. */
   private scan: Scan | null = null;
-  /** Masked field by its bytes (as latin1: one character per byte, exact); null: unchanged. */
-  private readonly cache = new Map<string, Buffer | null>();
-  private last: { key: string; out: Buffer | null } | null = null;
+  /**
+   * Masked field by target and bytes (as latin1: one character per byte, exact); null: unchanged.
+   * Per target: the same bytes are masked differently as `data` (text) and as `binaryData`
+   * (base64), so a hit under one key must never answer for the other.
+   */
+  private readonly cache = new Map<Target, Map<string, Buffer | null>>();
+  private cached = 0;
+  /** The last field masked, and as which target. */
+  private last: { target: Target; key: string; out: Buffer | null } | null = null;
 
   /**
    * `out` receives the masked bytes (the input chunks themselves, or slices of them, where nothing
@@ -267,21 +273,25 @@ export class KubeFieldRewriter {
     // The last field seen first: neighbours in a list (the pods of one ReplicaSet) mostly share
     // their env, and comparing is cheaper than hashing the field for the map.
     const last = this.last;
-    if (last && last.key.length === end - open && t.startsWith(last.key, open)) return last.out;
+    if (last && last.target === target && last.key.length === end - open && t.startsWith(last.key, open)) return last.out;
+    let cache = this.cache.get(target);
+    if (!cache) this.cache.set(target, (cache = new Map()));
     const key = t.slice(open, end);
-    const hit = this.cache.get(key);
+    const hit = cache.get(key);
     if (hit !== undefined) {
-      this.last = { key, out: hit };
+      this.last = { target, key, out: hit };
       return hit;
     }
-    if (hit !== undefined) return hit;
     const text = s.toString('utf8', open, end);
     const masked = this.maskFieldUncached(target, text);
     const out = masked === text ? null : Buffer.from(masked, 'utf8');
     // The key is copied out of `t`: a slice would keep the whole chunk's string alive.
     const copy = s.toString('latin1', open, end);
-    if (this.cache.size < CACHE_MAX) this.cache.set(copy, out);
-    this.last = { key: copy, out };
+    if (this.cached < CACHE_MAX) {
+      cache.set(copy, out);
+      this.cached++;
+    }
+    this.last = { target, key: copy, out };
     return out;
   }
 
