@@ -1,4 +1,4 @@
-// Detector masking of Kubernetes JSON as a byte stream, without parsing whole objects: for the
+// Detector masking of Kubernetes JSON as a text stream, without parsing whole objects: for the
 // detector resources (src/masking/kube.ts: pods and pod templates, ConfigMaps) the values the
 // detectors look at live in a few fields — `env` arrays, ConfigMap `data` / `binaryData` maps, and
 // the last-applied-configuration annotation (a JSON document inside a string) — so the stream is
@@ -10,13 +10,6 @@
 // cannot match: its quotes would be escaped. Bytes are held back only while a field (or a key that
 // may start one) is incomplete at the end of what has arrived, so a watch event is passed on
 // as soon as it is complete.
-//
-// It works on the bytes as they arrive (UTF-8: every byte of a multi-byte character is ≥ 0x80, so
-// quotes, backslashes, brackets and the ASCII keys are found bytewise): keys are searched in a
-// latin1 view of each chunk (one character per byte, so offsets are byte offsets), unchanged
-// stretches go out as the input chunks or slices of them (no UTF-8 decode and re-encode of the
-// whole body), and only a field that the masking changes is replaced. A field cut by a chunk
-// boundary is scanned on from where it stopped, not from its start again.
 import { LAST_APPLIED, maskKube, maskMap } from './kube.js';
 import type { Masker } from './masker.js';
 
@@ -42,17 +35,13 @@ function escapeRe(s: string): string {
 }
 
 class Plan {
-  /**
-   * Any target's `"key"`: a plain alternation, which V8 searches several times faster than
-   * indexOf('"env"') (whose first character, the quote, is everywhere in JSON).
-   */
   readonly re: RegExp;
   readonly byKey: Map<string, Target>;
   /** `"key"` of every target, to recognize a key cut off at the end of the input. */
   readonly quoted: string[];
   constructor(readonly targets: Target[]) {
-    this.re = new RegExp(targets.map((t) => `"${escapeRe(t.key)}"`).join('|'), 'g');
-    this.byKey = new Map(targets.map((t) => [`"${t.key}"`, t]));
+    this.re = new RegExp(`"(${targets.map((t) => escapeRe(t.key)).join('|')})"`, 'g');
+    this.byKey = new Map(targets.map((t) => [t.key, t]));
     this.quoted = targets.map((t) => `"${t.key}"`);
   }
 }
@@ -65,234 +54,160 @@ function planFor(masker: Masker, resource: string, detectorResources: ReadonlySe
   return resource === 'configmaps' ? PLANS.configmaps : PLANS.pods;
 }
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
+const INCOMPLETE = -2;
 
-/** Index of the first non-whitespace character at or after i (t.length if none). */
-function skipWs(t: string, i: number): number {
-  while (i < t.length) {
-    const c = t.charCodeAt(i);
+/** Index of the quote closing the string opened at `open`, or -1 if it has not arrived. */
+function stringEnd(s: string, open: number): number {
+  let i = open + 1;
+  for (;;) {
+    const q = s.indexOf('"', i);
+    if (q === -1) return -1;
+    let bs = 0;
+    for (let j = q - 1; j > open && s.charCodeAt(j) === 0x5c; j--) bs++;
+    if (bs % 2 === 0) return q;
+    i = q + 1;
+  }
+}
+
+/** End (exclusive) of the JSON value of `kind` starting at `open`; -1 malformed; INCOMPLETE. */
+function valueEnd(s: string, open: number, kind: Kind): number {
+  const c = s.charCodeAt(open);
+  if (kind === 'json-string') {
+    if (c !== 0x22) return -1;
+    const q = stringEnd(s, open);
+    return q === -1 ? INCOMPLETE : q + 1;
+  }
+  if (c !== (kind === 'array' ? 0x5b : 0x7b)) return -1;
+  let depth = 0;
+  for (let i = open; i < s.length; i++) {
+    const d = s.charCodeAt(i);
+    if (d === 0x22) {
+      const q = stringEnd(s, i);
+      if (q === -1) return INCOMPLETE;
+      i = q;
+    } else if (d === 0x5b || d === 0x7b) depth++;
+    else if (d === 0x5d || d === 0x7d) {
+      depth--;
+      if (depth === 0) return i + 1;
+    }
+  }
+  return INCOMPLETE;
+}
+
+/** Index of the first non-whitespace character at or after i (s.length if none). */
+function skipWs(s: string, i: number): number {
+  while (i < s.length) {
+    const c = s.charCodeAt(i);
     if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return i;
     i++;
   }
   return i;
 }
 
-/**
- * Where a field's value scan stands: resumable, so that a value cut by a chunk boundary is not
- * scanned again from its start when the next chunk comes (offsets are into `held`).
- */
-interface Scan {
-  target: Target;
-  /** Offset of the value's first byte. */
-  open: number;
-  /** Next byte to look at. */
-  pos: number;
-  depth: number;
-  inStr: boolean;
-  /** The last byte seen was a backslash inside a string (the next one is escaped). */
-  esc: boolean;
-}
-
-/** Scans on; returns the value's end (exclusive) or -1 when more bytes are needed (state kept in `st`). */
-function scanValue(t: string, st: Scan): number {
-  let i = st.pos;
-  const n = t.length;
-  const stringOnly = st.target.kind === 'json-string';
-  while (i < n) {
-    if (st.inStr) {
-      if (st.esc) {
-        st.esc = false;
-        i++;
-        continue;
-      }
-      const q = t.indexOf('"', i);
-      if (q === -1) {
-        // No closing quote yet: is the string's last byte an unpaired backslash?
-        let bs = 0;
-        for (let j = n - 1; j >= i && t.charCodeAt(j) === BACKSLASH; j--) bs++;
-        st.esc = bs % 2 === 1;
-        i = n;
-        break;
-      }
-      let bs = 0;
-      for (let j = q - 1; j >= i && t.charCodeAt(j) === BACKSLASH; j--) bs++;
-      i = q + 1;
-      if (bs % 2 === 1) continue; // an escaped quote
-      st.inStr = false;
-      if (stringOnly) {
-        st.pos = i;
-        return i;
-      }
-      continue;
-    }
-    const c = t.charCodeAt(i);
-    if (c === QUOTE) st.inStr = true;
-    else if (c === 0x5b || c === 0x7b) st.depth++;
-    else if (c === 0x5d || c === 0x7d) {
-      st.depth--;
-      if (st.depth === 0) {
-        st.pos = i + 1;
-        return i + 1;
-      }
-    }
-    i++;
-  }
-  st.pos = i;
-  return -1;
-}
-
-/** The character that opens a value of `kind`. */
-function opener(kind: Kind): number {
-  return kind === 'json-string' ? QUOTE : kind === 'array' ? 0x5b : 0x7b;
-}
-
-/** Most distinct fields remembered per response. */
-const CACHE_MAX = 10_000;
-
 export class KubeFieldRewriter {
-  /** Bytes not passed on yet: from the start of a key (or key prefix) whose field is incomplete. */
-  private held: Buffer | null = null;
-  /** The value scan in progress at the start of `held`, if it got that far. */
-  private scan: Scan | null = null;
+  private buf = '';
   /**
-   * Masked field by target and bytes (as latin1: one character per byte, exact); null: unchanged.
-   * Per target: the same bytes are masked differently as `data` (text) and as `binaryData`
-   * (base64), so a hit under one key must never answer for the other.
+   * Masked field by target and text. Per target: the same text is masked differently as `data`
+   * (plain) and as `binaryData` (base64), so a hit under one key must never answer for the other.
    */
-  private readonly cache = new Map<Target, Map<string, Buffer | null>>();
+  private readonly cache = new Map<Target, Map<string, string>>();
   private cached = 0;
-  /** The last field masked, and as which target. */
-  private last: { target: Target; key: string; out: Buffer | null } | null = null;
 
   /**
-   * `out` receives the masked bytes (the input chunks themselves, or slices of them, where nothing
-   * changed). Use `KubeFieldRewriter.for()` to get one only for the resources it can handle.
+   * `out` receives the masked text. Use `KubeFieldRewriter.for()` to get one only for the
+   * resources it can handle.
    */
   private constructor(
     private readonly masker: Masker,
     private readonly resource: string,
     private readonly plan: Plan,
-    private readonly out: (chunk: Buffer) => void,
+    private readonly out: (text: string) => void,
   ) {}
 
   /** A rewriter for `resource`, or null when its objects must be parsed whole (resource masks). */
-  static for(masker: Masker, resource: string, detectorResources: ReadonlySet<string>, out: (chunk: Buffer) => void): KubeFieldRewriter | null {
+  static for(masker: Masker, resource: string, detectorResources: ReadonlySet<string>, out: (text: string) => void): KubeFieldRewriter | null {
     const plan = planFor(masker, resource, detectorResources);
     return plan ? new KubeFieldRewriter(masker, resource, plan, out) : null;
   }
 
-  write(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    const s = this.held ? Buffer.concat([this.held, chunk]) : chunk;
-    this.held = null;
-    this.process(s, false);
+  write(text: string): void {
+    this.buf += text;
+    this.process(false);
   }
 
   /** Emits the rest; throws if a field is still incomplete (the body was cut off). */
   end(): void {
-    const s = this.held;
-    this.held = null;
-    if (s) this.process(s, true);
+    this.process(true);
   }
 
-  /**
-   * Masks the fields of `s` (bytes) and passes the rest on. The search and the value scans run on
-   * `t`, the same bytes as a latin1 string (index for index), which V8 searches faster than
-   * Buffer.indexOf can be called from JavaScript.
-   */
-  private process(s: Buffer, final: boolean): void {
-    const t = s.toString('latin1');
+  private process(final: boolean): void {
+    const s = this.buf;
     const re = this.plan.re;
-    let at = 0; // everything before `at` is passed on
-    let parts: Buffer[] | null = null;
-    let st = this.scan;
-    this.scan = null;
-    let keyAt = 0;
-    let holdAt = -1;
+    let at = 0; // everything before `at` is emitted
+    let out = '';
     re.lastIndex = 0;
     for (;;) {
-      if (!st) {
-        const m = re.exec(t);
-        if (!m) break;
-        keyAt = m.index;
-        const target = this.plan.byKey.get(m[0])!;
-        const colon = skipWs(t, keyAt + m[0].length);
-        if (colon >= t.length) {
-          if (!final) holdAt = keyAt;
-          break;
-        }
-        if (t.charCodeAt(colon) !== 0x3a) continue; // a value, not a key
-        const open = skipWs(t, colon + 1);
-        if (open >= t.length) {
-          if (!final) holdAt = keyAt;
-          break;
-        }
-        if (t.charCodeAt(open) !== opener(target.kind)) continue; // another shape (e.g. "data": null): nothing to mask
-        st = { target, open, pos: target.kind === 'json-string' ? open + 1 : open, depth: 0, inStr: target.kind === 'json-string', esc: false };
+      const m = re.exec(s);
+      if (!m) break;
+      const target = this.plan.byKey.get(m[1]!)!;
+      const colon = skipWs(s, m.index + m[0].length);
+      if (colon >= s.length) {
+        if (final) break;
+        return this.hold(out, s, at, m.index);
       }
-      const end = scanValue(t, st);
-      if (end === -1) {
-        if (final) throw new SyntaxError(`the body ended inside "${st.target.key}"`);
-        // Keep the field from its key on; the scan goes on there (offsets rebased onto `held`).
-        this.scan = { ...st, open: st.open - keyAt, pos: st.pos - keyAt };
-        holdAt = keyAt;
-        break;
+      if (s.charCodeAt(colon) !== 0x3a) continue; // a value, not a key
+      const open = skipWs(s, colon + 1);
+      if (open >= s.length) {
+        if (final) break;
+        return this.hold(out, s, at, m.index);
       }
-      const masked = this.maskField(st.target, s, t, st.open, end);
-      if (masked) {
-        parts ??= [];
-        if (st.open > at) parts.push(s.subarray(at, st.open));
-        parts.push(masked);
+      const end = valueEnd(s, open, target.kind);
+      if (end === -1) continue; // another shape (e.g. "data": null): nothing to mask
+      if (end === INCOMPLETE) {
+        if (final) throw new SyntaxError(`the body ended inside "${target.key}"`);
+        return this.hold(out, s, at, m.index);
+      }
+      const field = s.slice(open, end);
+      const masked = this.maskField(target, field);
+      if (masked !== field) {
+        out += s.slice(at, open) + masked;
         at = end;
       }
       re.lastIndex = end;
-      st = null;
     }
-    if (holdAt < 0 && !final) {
-      // Keep a trailing fragment that could be the start of a key ("en, "kubectl.kub…).
-      const q = t.lastIndexOf('"');
-      if (q >= at) {
-        const tail = t.slice(q);
-        if (this.plan.quoted.some((k) => k.length > tail.length && k.startsWith(tail))) holdAt = q;
-      }
-    }
-    const until = holdAt < 0 ? s.length : holdAt;
-    if (holdAt >= 0) this.held = s.subarray(holdAt);
-    if (!parts) {
-      if (until === s.length) this.out(s);
-      else if (until > 0) this.out(s.subarray(0, until));
+    if (final) {
+      this.buf = '';
+      this.out(out + s.slice(at));
       return;
     }
-    if (until > at) parts.push(s.subarray(at, until));
-    this.out(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    // Keep a trailing fragment that could be the start of a key ("en, "kubectl.kub…).
+    const q = s.lastIndexOf('"');
+    let keep = s.length;
+    if (q >= at) {
+      const tail = s.slice(q);
+      if (this.plan.quoted.some((k) => k.length > tail.length && k.startsWith(tail))) keep = q;
+    }
+    this.hold(out, s, at, keep);
   }
 
-  /** The masked bytes of the field s[open, end), or null when the masking leaves it as it is. */
-  private maskField(target: Target, s: Buffer, t: string, open: number, end: number): Buffer | null {
-    // The last field seen first: neighbours in a list (the pods of one ReplicaSet) mostly share
-    // their env, and comparing is cheaper than hashing the field for the map.
-    const last = this.last;
-    if (last && last.target === target && last.key.length === end - open && t.startsWith(last.key, open)) return last.out;
-    let cache = this.cache.get(target);
-    if (!cache) this.cache.set(target, (cache = new Map()));
-    const key = t.slice(open, end);
-    const hit = cache.get(key);
-    if (hit !== undefined) {
-      this.last = { target, key, out: hit };
-      return hit;
-    }
-    const text = s.toString('utf8', open, end);
-    const masked = this.maskFieldUncached(target, text);
-    const out = masked === text ? null : Buffer.from(masked, 'utf8');
-    // The key is copied out of `t`: a slice would keep the whole chunk's string alive.
-    const copy = s.toString('latin1', open, end);
-    if (this.cached < CACHE_MAX) {
-      cache.set(copy, out);
+  /** Emits what is done and keeps s[from…] for later. */
+  private hold(out: string, s: string, at: number, from: number): void {
+    const emit = out + s.slice(at, from);
+    this.buf = s.slice(from);
+    if (emit) this.out(emit);
+  }
+
+  private maskField(t: Target, text: string): string {
+    let cache = this.cache.get(t);
+    if (!cache) this.cache.set(t, (cache = new Map()));
+    const hit = cache.get(text);
+    if (hit !== undefined) return hit;
+    const masked = this.maskFieldUncached(t, text);
+    if (this.cached < 10_000) {
+      cache.set(text, masked);
       this.cached++;
     }
-    this.last = { target, key: copy, out };
-    return out;
+    return masked;
   }
 
   private maskFieldUncached(t: Target, text: string): string {

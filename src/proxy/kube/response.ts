@@ -11,6 +11,7 @@ import type { Http2ServerResponse } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Masker } from '../../masking/masker.js';
+import { StringDecoder } from 'node:string_decoder';
 import { DETECTOR_RESOURCES, kubeResourceMasked, maskKube } from '../../masking/kube.js';
 import { KubeFieldRewriter } from '../../masking/kubestream.js';
 import type { KubeFacts } from '../../policy/types.js';
@@ -222,8 +223,17 @@ function makeSink(plan: MaskPlan, write: (chunk: string | Buffer) => void): { wr
   const maskOne = (text: string): string => JSON.stringify(maskKube(masker, resource, JSON.parse(text), true));
   if (plan.mode === 'json' || plan.mode === 'watch') {
     // Detector-only resources (pods, ConfigMaps, …): only the fields the detectors read are parsed.
-    const rw = KubeFieldRewriter.for(masker, resource, DETECTOR_RESOURCES, (b) => write(b));
-    if (rw) return rw;
+    const rw = KubeFieldRewriter.for(masker, resource, DETECTOR_RESOURCES, (t) => write(t));
+    if (rw) {
+      const dec = new StringDecoder('utf8');
+      return {
+        write: (b) => rw.write(dec.write(b)),
+        end: () => {
+          rw.write(dec.end());
+          rw.end();
+        },
+      };
+    }
   }
   switch (plan.mode) {
     case 'none':
