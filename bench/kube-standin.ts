@@ -1,7 +1,7 @@
 // The stand-in API server (test/harness/kubeapi.ts) in its own process, for bench/kube.bench.ts:
 // so that the bastion and the API server do not share one event loop. Driven over IPC:
 // {seed: {pods, services, podsPerList}} → {url, ca, token}; {update: name} modifies a pod (a watch
-// event); {close: true} stops.
+// event); {cpu: true} → {cpu: µs of CPU used so far}; {close: true} stops.
 import { startKubeApi } from '../test/harness/kubeapi.js';
 
 const api = await startKubeApi();
@@ -21,7 +21,7 @@ function pod(ns: string, name: string, i: number): Record<string, unknown> {
   };
 }
 
-process.on('message', (m: { seed?: { pods: number; services: number; kubectlPods: number }; update?: string; close?: boolean }) => {
+process.on('message', (m: { seed?: { pods: number; services: number; kubectlPods: number }; update?: string; cpu?: boolean; close?: boolean }) => {
   if (m.seed) {
     api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'bulk' } });
     for (let i = 0; i < m.seed.kubectlPods; i++) api.put(pod('default', `web-${i}`, i));
@@ -35,6 +35,9 @@ process.on('message', (m: { seed?: { pods: number; services: number; kubectlPods
     const md = cur['metadata'] as Record<string, unknown>;
     api.put({ ...cur, metadata: { ...md, annotations: { ...(md['annotations'] as Record<string, string>), 'bench/touched': String(Date.now()) } } });
     process.send!({ updated: m.update });
+  } else if (m.cpu) {
+    const u = process.cpuUsage();
+    process.send!({ cpu: u.user + u.system });
   } else if (m.close) {
     void api.close().then(() => process.exit(0));
   }

@@ -8,12 +8,18 @@
 //   3. watch events: one pod modified at a time, seen on a direct watch and on a watch through
 //      the bastion opened side by side; the added latency is the difference of arrival times.
 // Goals (issue #9): ≥ 0.8× direct throughput; < 1 ms added watch latency.
+// For the lists, the CPU time per fetch of the bastion (this process: otherwise it only spawns
+// curl, whose cost the direct row shows) and of the stand-in (its process) is printed too: wall
+// times are noisy on a shared machine, CPU per list less so. --cpu-prof writes a CPU profile of the bastion
+// during the lists (kube-lists.cpuprofile in the current directory) and prints the functions
+// with the most self time.
 //
-//   node dist/bench/kube.bench.js [--rounds R] [--kubectl N] [--lists N] [--events N]
+//   node dist/bench/kube.bench.js [--rounds R] [--kubectl N] [--lists N] [--events N] [--cpu-prof]
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
+import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +40,7 @@ const ROUNDS = Math.min(5, arg('--rounds', 3));
 const KUBECTL_RUNS = Math.min(100, arg('--kubectl', 15));
 const LISTS = Math.min(50, arg('--lists', 8));
 const EVENTS = Math.min(2000, arg('--events', 300));
+const CPU_PROF = process.argv.includes('--cpu-prof');
 const KUBECTL = '/usr/bin/kubectl';
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -99,6 +106,34 @@ function watch(ca: string, base: string, path: string, auth: string, onEvent: (n
     req.on('error', reject);
     req.end();
   });
+}
+
+/** This process's CPU time (user + system), µs. */
+const cpuNow = () => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+/** The functions with the most self time in a V8 CPU profile (idle and the profiler left out). */
+function topSelf(profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }, n: number): { name: string; ms: number; share: number }[] {
+  const byId = new Map(profile.nodes.map((x) => [x.id, x]));
+  const self = new Map<string, number>();
+  let busy = 0;
+  profile.samples.forEach((id, i) => {
+    const f = byId.get(id)!.callFrame;
+    if (f.functionName === '(idle)') return;
+    const us = profile.timeDeltas[i] ?? 0;
+    busy += us;
+    const name = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/')}${f.url ? `:${f.lineNumber + 1}` : ''}`;
+    self.set(name, (self.get(name) ?? 0) + us);
+  });
+  return [...self].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, us]) => ({ name, ms: us / 1000, share: us / busy }));
 }
 
 async function main(): Promise<void> {
@@ -178,25 +213,55 @@ async function main(): Promise<void> {
 
     // 2. raw lists of 5,000 objects
     writeFileSync(join(tmp, 'api-ca.pem'), api.ca);
+    const standinCpu = async () => (await ask<{ cpu: number }>({ cpu: true }, 'cpu')).cpu;
+    let inspector: Session | null = null;
+    const post = <T>(method: string, params: object = {}) =>
+      new Promise<T>((resolve, reject) => inspector!.post(method, params, (e, r) => (e ? reject(e) : resolve(r as T))));
+    if (CPU_PROF) {
+      inspector = new Session();
+      inspector.connect();
+      await post('Profiler.enable');
+      await post('Profiler.setSamplingInterval', { interval: 200 });
+      await post('Profiler.start');
+    }
     for (const [label, path] of [
       ['5,000 pods (masked: env fields rewritten, values through the detectors)', '/api/v1/namespaces/bulk/pods'],
       ['5,000 services (passed through)', '/api/v1/namespaces/bulk/services'],
     ] as const) {
       const t = { direct: [] as number[], via: [] as number[] };
+      // CPU µs spent during the fetches, per list: the stand-in's (direct and via) and this process's (via: the bastion)
+      const cpu = { standinDirect: 0, standinVia: 0, bastion: 0, idle: 0 };
       let bytes = 0;
       for (let r = 0; r < ROUNDS; r++) {
         // one warm-up fetch per connection, not counted
+        let s0 = await standinCpu();
+        let b0 = cpuNow();
         const d = await curlTimes(join(tmp, 'api-ca.pem'), api.token, api.url + path, LISTS + 1);
+        cpu.idle += cpuNow() - b0;
+        cpu.standinDirect += (await standinCpu()) - s0;
+        s0 = await standinCpu();
+        b0 = cpuNow();
         const v = await curlTimes(join(tmp, 'c.pem'), token, proxy.url + path, LISTS + 1);
+        cpu.bastion += cpuNow() - b0;
+        cpu.standinVia += (await standinCpu()) - s0;
         bytes = d.bytes;
         t.direct.push(...d.ms.slice(1));
         t.via.push(...v.ms.slice(1));
       }
+      const per = (us: number) => fmt(us / (ROUNDS * (LISTS + 1)) / 1000, 2);
       const d = median(t.direct);
       const v = median(t.via);
       process.stdout.write(`\nraw list: ${label}, ${fmt(bytes / 1e6)} MB, median of ${t.direct.length}\n`);
-      process.stdout.write(`  direct       ${fmt(d)} ms   ${fmt(1000 / d, 2)} lists/s   ${fmt(bytes / 1e6 / (d / 1000))} MB/s\n`);
-      process.stdout.write(`  portcullis   ${fmt(v)} ms   ${fmt(1000 / v, 2)} lists/s   ${fmt(bytes / 1e6 / (v / 1000))} MB/s   ${fmt(d / v, 2)}× direct\n`);
+      process.stdout.write(`  direct       ${fmt(d)} ms   ${fmt(1000 / d, 2)} lists/s   ${fmt(bytes / 1e6 / (d / 1000))} MB/s   CPU/list: stand-in ${per(cpu.standinDirect)} ms (this process, spawning curl: ${per(cpu.idle)} ms)\n`);
+      process.stdout.write(`  portcullis   ${fmt(v)} ms   ${fmt(1000 / v, 2)} lists/s   ${fmt(bytes / 1e6 / (v / 1000))} MB/s   ${fmt(d / v, 2)}× direct   CPU/list: stand-in ${per(cpu.standinVia)} ms, bastion (this process) ${per(cpu.bastion)} ms\n`);
+    }
+
+    if (inspector) {
+      const { profile } = await post<{ profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } }>('Profiler.stop');
+      inspector.disconnect();
+      writeFileSync('kube-lists.cpuprofile', JSON.stringify(profile));
+      process.stdout.write(`\nbastion CPU profile of the lists (kube-lists.cpuprofile), most self time:\n`);
+      for (const f of topSelf(profile, 25)) process.stdout.write(`  ${fmt(f.ms).padStart(8)} ms ${fmt(100 * f.share).padStart(5)}%  ${f.name}\n`);
     }
 
     // 3. watch event latency

@@ -223,6 +223,157 @@ describe('response masking', () => {
   });
 });
 
+describe('response streaming: field rewriter in any chunking, write coalescing', () => {
+  const json = { 'content-type': 'application/json' };
+  const GH = 'ghp_' + 'c'.repeat(36);
+
+  /** Feeds `body` to pipeBody cut at the given byte offsets (through multi-byte characters too). */
+  async function runCuts(plan: ReturnType<typeof planResponse>, body: Buffer, cuts: number[]): Promise<{ text: string; raw: Buffer; error?: string; writes: number }> {
+    const src = new PassThrough();
+    const up: UpstreamResponse = { status: 200, headers: json, body: src, httpVersion: '2' };
+    const out: Buffer[] = [];
+    let writes = 0;
+    const res = new Writable({
+      writev(cs: { chunk: Buffer }[], cb) {
+        writes++;
+        for (const c of cs) out.push(Buffer.from(c.chunk));
+        cb();
+      },
+      write(c: Buffer, _e, cb) {
+        writes++;
+        out.push(Buffer.from(c));
+        cb();
+      },
+    }) as unknown as Parameters<typeof pipeBody>[1];
+    const p = pipeBody(up, res, plan);
+    let at = 0;
+    for (const c of [...new Set(cuts)].sort((a, b) => a - b)) {
+      if (c > at && c < body.length) {
+        src.write(body.subarray(at, c));
+        at = c;
+      }
+    }
+    src.end(body.subarray(at));
+    const r = await p;
+    const raw = Buffer.concat(out);
+    return { text: raw.toString('utf8'), raw, writes, ...(r.error ? { error: r.error } : {}) };
+  }
+
+  // Values with escapes, multi-byte characters (cut anywhere), look-alike keys inside strings, a
+  // secret the detectors catch, pretty and compact JSON, env and last-applied in any mix.
+  const envValue = fc.oneof(fc.constant(GH), fc.constant('AKIAIOSFODNN7EXAMPLE'), fc.string({ maxLength: 12 }), fc.constantFrom('é"\\', '日本語 "env":[', '\\"env\\":', '🔑 ' + GH, 'x\\'));
+  const podArb = fc.record({
+    name: fc.string({ minLength: 1, maxLength: 8 }),
+    note: fc.constantFrom('', '"env":[{"value":"' + GH + '"}]', 'ünïcödé', '"kubectl.kubernetes.io/last-applied-configuration":"x"'),
+    env: fc.array(fc.record({ name: fc.constantFrom('A', 'B', 'ç'), value: envValue }), { maxLength: 3 }),
+    lastApplied: fc.boolean(),
+    valueFrom: fc.boolean(),
+  });
+  const toPod = (p: { name: string; note: string; env: { name: string; value: string }[]; lastApplied: boolean; valueFrom: boolean }) => ({
+    kind: 'Pod',
+    metadata: { name: p.name, annotations: { note: p.note, ...(p.lastApplied ? { 'kubectl.kubernetes.io/last-applied-configuration': JSON.stringify({ kind: 'Pod', spec: { containers: [{ name: 'c', env: p.env }] } }) } : {}) } },
+    spec: { containers: [{ name: 'c', env: [...p.env, ...(p.valueFrom ? [{ name: 'R', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] : [])] }] },
+  });
+
+  test('pods (list and watch), in any byte chunking: the same as parsing and masking whole objects', async () => {
+    const listPlan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods'), masker);
+    const watchPlan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods?watch=1'), masker);
+    await fc.assert(
+      fc.asyncProperty(fc.array(podArb, { maxLength: 5 }), fc.array(fc.nat(3000), { maxLength: 12 }), fc.boolean(), async (pods, cuts, pretty) => {
+        const list = { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: pods.map(toPod) };
+        const text = pretty ? JSON.stringify(list, null, 2) : JSON.stringify(list);
+        const r = await runCuts(listPlan, Buffer.from(text), cuts);
+        assert.equal(r.error, undefined);
+        assert.deepEqual(JSON.parse(r.text), maskKube(masker, 'pods', list));
+        const events = list.items.map((o) => JSON.stringify({ type: 'MODIFIED', object: o }) + '\n').join('');
+        const w = await runCuts(watchPlan, Buffer.from(events), cuts);
+        assert.equal(w.error, undefined);
+        assert.deepEqual(w.text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown), list.items.map((o) => ({ type: 'MODIFIED', object: maskKube(masker, 'pods', o) })));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  test('ConfigMaps in any byte chunking: data and binaryData through the detectors, bytes elsewhere untouched', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/configmaps'), masker);
+    await fc.assert(
+      fc.asyncProperty(fc.dictionary(fc.string({ maxLength: 5 }), envValue, { maxKeys: 4 }), fc.array(fc.nat(600), { maxLength: 10 }), async (data, cuts) => {
+        const cms = { kind: 'ConfigMapList', items: [{ metadata: { name: 'a', labels: { data: 'x' } }, data, binaryData: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])) }, { metadata: { name: 'b' }, data: null }] };
+        const r = await runCuts(plan, Buffer.from(JSON.stringify(cms)), cuts);
+        assert.equal(r.error, undefined);
+        assert.deepEqual(JSON.parse(r.text), maskKube(masker, 'configmaps', cms));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  test('the same bytes as data and as binaryData are masked each as what they are (no cache hit across fields)', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/configmaps'), masker);
+    const b64 = Buffer.from('AKIAIOSFODNN7EXAMPLE').toString('base64');
+    for (const cm of [
+      { kind: 'ConfigMap', metadata: { name: 'x' }, data: { k: b64 }, binaryData: { k: b64 } },
+      { kind: 'ConfigMapList', items: [{ metadata: { name: 'x' }, data: { k: b64 } }, { metadata: { name: 'y' }, binaryData: { k: b64 } }] },
+    ]) {
+      const r = await runCuts(plan, Buffer.from(JSON.stringify(cm)), []);
+      assert.equal(r.error, undefined);
+      assert.deepEqual(JSON.parse(r.text), maskKube(masker, 'configmaps', cm));
+      const bins = [...r.text.matchAll(/"binaryData":\{"k":"([^"]*)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString());
+      assert.equal(bins.length, 1);
+      assert.doesNotMatch(bins[0]!, /AKIA/);
+    }
+  });
+
+  test('bytes outside the masked fields pass as they came (multi-byte characters cut anywhere)', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods'), masker);
+    const head = Buffer.from('{"kind":"PodList","metadata":{"x":"é日本🔑"},"items":[{"metadata":{"name":"p"},"spec":{"containers":[{"env":');
+    const body = Buffer.concat([head, Buffer.from(`[{"name":"T","value":"${GH}"}]}]}}]}`)]);
+    for (const cuts of [[36, 37, 38, 40, 42], [35, 39, 41, 43], [80]]) {
+      const r = await runCuts(plan, body, cuts);
+      assert.equal(r.error, undefined);
+      assert.ok(r.raw.subarray(0, head.length).equals(head), 'the bytes before the field are the bytes that came');
+      assert.doesNotMatch(r.text, /ghp_c{36}/);
+      assert.match(r.text, /"env":\[\{"name":"T","value":"\[REDACTED:/);
+    }
+  });
+
+  test('pass-through: what arrives in one turn goes out as one write, byte for byte', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/services'), masker);
+    assert.equal(plan.mode, 'none');
+    const body = Buffer.from(JSON.stringify({ kind: 'ServiceList', items: Array.from({ length: 400 }, (_, i) => ({ metadata: { name: `s${i}`, note: 'ü' } })) }));
+    const cuts = Array.from({ length: 200 }, (_, i) => Math.floor((i * body.length) / 200));
+    const r = await runCuts(plan, body, cuts);
+    assert.equal(r.text, body.toString('utf8'));
+    assert.ok(r.writes < 10, `${r.writes} writes for 200 chunks`);
+  });
+
+  test('a watch event goes out without waiting for more input', async () => {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/pods?watch=1'), masker);
+    const src = new PassThrough();
+    const got: string[] = [];
+    let wrote: () => void = () => undefined;
+    const res = new Writable({
+      write(c: Buffer, _e, cb) {
+        got.push(c.toString());
+        wrote();
+        cb();
+      },
+    }) as unknown as Parameters<typeof pipeBody>[1];
+    const p = pipeBody({ status: 200, headers: json, body: src, httpVersion: '2' }, res, plan);
+    const ev = (n: string) => JSON.stringify({ type: 'ADDED', object: { kind: 'Pod', metadata: { name: n }, spec: { containers: [{ env: [{ name: 'T', value: GH }] }] } } }) + '\n';
+    for (const name of ['a', 'b']) {
+      const arrived = new Promise<void>((resolve) => (wrote = resolve));
+      src.write(ev(name));
+      const t0 = Date.now();
+      await Promise.race([arrived, new Promise((resolve) => setTimeout(resolve, 2000))]);
+      assert.ok(Date.now() - t0 < 1000, 'the event was held back');
+      assert.match(got.join(''), new RegExp(`"name":"${name}"`));
+    }
+    src.end();
+    await p;
+    assert.doesNotMatch(got.join(''), /ghp_c{36}/);
+  });
+});
+
 describe('Status and kubeconfig', () => {
   test('Status objects name the resource and carry the outcome', () => {
     const st = kubeStatus(403, 'portcullis: no', { facts: kubeFacts('DELETE', '/apis/apps/v1/namespaces/default/deployments/web'), outcome: { code: 'policy_denied', effect: 'deny', rule: 'p.yaml:x', reason: 'no' } });

@@ -106,7 +106,12 @@ function skipWs(s: string, i: number): number {
 
 export class KubeFieldRewriter {
   private buf = '';
-  private readonly cache = new Map<string, string>();
+  /**
+   * Masked field by target and text. Per target: the same text is masked differently as `data`
+   * (plain) and as `binaryData` (base64), so a hit under one key must never answer for the other.
+   */
+  private readonly cache = new Map<Target, Map<string, string>>();
+  private cached = 0;
 
   /**
    * `out` receives the masked text. Use `KubeFieldRewriter.for()` to get one only for the
@@ -193,10 +198,15 @@ export class KubeFieldRewriter {
   }
 
   private maskField(t: Target, text: string): string {
-    const hit = this.cache.get(text);
+    let cache = this.cache.get(t);
+    if (!cache) this.cache.set(t, (cache = new Map()));
+    const hit = cache.get(text);
     if (hit !== undefined) return hit;
     const masked = this.maskFieldUncached(t, text);
-    if (this.cache.size < 10_000) this.cache.set(text, masked);
+    if (this.cached < 10_000) {
+      cache.set(text, masked);
+      this.cached++;
+    }
     return masked;
   }
 

@@ -79,6 +79,9 @@ export function unmaskable(plan: MaskPlan, up: UpstreamResponse): string | null 
 
 type Res = ServerResponse | Http2ServerResponse;
 
+/** Most bytes held for one coalesced write to the agent. */
+const MAX_COALESCED = 1 << 20;
+
 export interface PipeResult {
   bytes: number;
   /** Set when the stream was cut because masking failed (fail closed). */
@@ -96,9 +99,21 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
   return new Promise<PipeResult>((resolve) => {
     let bytes = 0;
     let done = false;
+    // Output coalescing. Upstream HTTP/2 DATA frames reach us as chunks of a few KiB (a 16 KiB
+    // frame is split across TLS records), ~250 for a 2 MB list; written one by one, each costs a
+    // stream write, an HTTP/2 frame flush, a TLS record and a syscall on the agent's side — that
+    // per-chunk cost, not the bytes, was most of the bastion's CPU per list. What arrives in one
+    // event-loop turn is written as one writev, from setImmediate: that runs right after the I/O
+    // phase that delivered the chunks, so a watch event or a log line is not held back.
+    let out: (string | Buffer)[] = [];
+    let outBytes = 0;
+    let scheduled: NodeJS.Immediate | null = null;
     const finish = (error?: string) => {
       if (done) return;
       done = true;
+      if (scheduled) clearImmediate(scheduled);
+      scheduled = null;
+      out = [];
       if (error) {
         up.body.destroy();
         res.destroy();
@@ -106,10 +121,23 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       resolve(error ? { bytes, error } : { bytes });
     };
     let draining = false;
-    const write = (chunk: string | Buffer): void => {
-      if (done) return;
-      bytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-      if (!(res as ServerResponse).write(chunk) && !draining) {
+    const flush = (): void => {
+      if (scheduled) clearImmediate(scheduled);
+      scheduled = null;
+      if (done || out.length === 0) return;
+      const parts = out;
+      out = [];
+      outBytes = 0;
+      // Corked: the stream gets the parts as one writev (no copy into a new buffer: allocating
+      // megabytes of buffers per list makes V8 collect garbage for the external memory).
+      let ok = true;
+      if (parts.length === 1) ok = (res as ServerResponse).write(parts[0]!);
+      else {
+        res.cork();
+        for (const p of parts) ok = (res as ServerResponse).write(p);
+        res.uncork();
+      }
+      if (!ok && !draining) {
         draining = true;
         src.pause();
         res.once('drain', () => {
@@ -118,7 +146,17 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
         });
       }
     };
-    // Masked output is collected per input chunk and written once (not one write per object).
+    const write = (chunk: string | Buffer): void => {
+      if (done) return;
+      const n = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+      if (n === 0) return;
+      bytes += n;
+      out.push(chunk);
+      outBytes += n;
+      if (outBytes >= MAX_COALESCED) flush();
+      else scheduled ??= setImmediate(flush);
+    };
+    // Masked output is collected per input chunk (not one write per object).
     let pending = '';
     const collect = (chunk: string | Buffer): void => {
       if (typeof chunk === 'string') pending += chunk;
@@ -159,6 +197,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
         finish(`the response could not be masked: ${(e as Error).message}`);
         return;
       }
+      flush();
       res.end();
       finish();
     });
@@ -169,6 +208,8 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
     res.once('close', () => {
       if (!done) {
         done = true;
+        if (scheduled) clearImmediate(scheduled);
+        out = [];
         up.body.destroy();
         resolve({ bytes });
       }
