@@ -104,6 +104,10 @@ function skipWs(s: string, i: number): number {
   return i;
 }
 
+/** Most fields one rewriter remembers, and most characters of their texts and masked forms. */
+const CACHE_MAX_FIELDS = 10_000;
+const CACHE_MAX_CHARS = 4 * 1024 * 1024;
+
 export class KubeFieldRewriter {
   private buf = '';
   /**
@@ -112,6 +116,7 @@ export class KubeFieldRewriter {
    */
   private readonly cache = new Map<Target, Map<string, string>>();
   private cached = 0;
+  private cachedChars = 0;
 
   /**
    * `out` receives the masked text. Use `KubeFieldRewriter.for()` to get one only for the
@@ -203,9 +208,12 @@ export class KubeFieldRewriter {
     const hit = cache.get(text);
     if (hit !== undefined) return hit;
     const masked = this.maskFieldUncached(t, text);
-    if (this.cached < 10_000) {
-      cache.set(text, masked);
+    if (this.cached < CACHE_MAX_FIELDS && this.cachedChars + text.length + masked.length <= CACHE_MAX_CHARS) {
+      // A copy of the key: `text` is a slice of a whole input chunk, which a cached slice would
+      // keep alive for as long as the response (a watch: hours).
+      cache.set(Buffer.from(text, 'utf8').toString('utf8'), masked);
       this.cached++;
+      this.cachedChars += text.length + masked.length;
     }
     return masked;
   }
