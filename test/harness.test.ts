@@ -216,3 +216,40 @@ describe('startLocalPostgres lifecycle', () => {
     assert.ok(!luhnValid('79927398710'));
   });
 });
+
+describe('the Kubernetes API stand-in (test/harness/kubeapi.ts)', () => {
+  test('a watch from a listed resourceVersion replays what changed since; one older than the window is 410 Gone', async () => {
+    const { startKubeApi } = await import('./harness/kubeapi.js');
+    const https = await import('node:https');
+    const api = await startKubeApi();
+    const get = (p: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const req = https.get(`${api.url}${p}`, { ca: api.ca, headers: { authorization: `Bearer ${api.token}` } }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve(body));
+        });
+        req.on('error', reject);
+        req.setTimeout(10_000, () => req.destroy(new Error('timed out')));
+      });
+    try {
+      api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'before', namespace: 'default' }, stringData: { a: 'b' } });
+      const listed = JSON.parse(await get('/api/v1/namespaces/default/secrets')) as { metadata: { resourceVersion: string } };
+      // changed between the list and the watch (a client's list-then-watch gap)
+      api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'between', namespace: 'default' }, stringData: { a: 'c' } });
+      api.put({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'other-kind', namespace: 'default' }, data: { a: 'd' } });
+      const events = (await get(`/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1&resourceVersion=${listed.metadata.resourceVersion}`))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { type: string; object: { metadata: { name: string } } });
+      assert.deepEqual(events.map((e) => `${e.type} ${e.object.metadata.name}`), ['ADDED between']);
+      for (let i = 0; i < 1001; i++) api.put({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `churn-${i}`, namespace: 'default' }, data: {} });
+      const gone = JSON.parse((await get(`/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1&resourceVersion=${listed.metadata.resourceVersion}`)).trim()) as { type: string; object: { code: number; reason: string } };
+      assert.equal(gone.type, 'ERROR');
+      assert.equal(gone.object.code, 410);
+      assert.equal(gone.object.reason, 'Expired');
+    } finally {
+      await api.close();
+    }
+  });
+});

@@ -14,7 +14,9 @@
 //     strategic merge patch treated as a merge patch: lists are replaced), delete,
 //     deletecollection; one global resourceVersion; 404/409/400/422/405 answered with Status;
 //   - watch (?watch=1 or /watch/ paths) as chunked newline-delimited events from a resourceVersion
-//     (or the current state first), with timeoutSeconds;
+//     (the events after it replayed from a window of the last 1,000, as the API server's watch
+//     cache does, 410 Gone in an ERROR event when it is older; or the current state first), with
+//     timeoutSeconds;
 //   - Table responses (Accept: application/json;as=Table;v=v1;g=meta.k8s.io) with includeObject;
 //   - pods/log (tailLines, follow: lines appended later are streamed until the client leaves);
 //   - pods/exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io): the command really runs,
@@ -66,6 +68,8 @@ const RESOURCES: ResourceDef[] = [
   { group: 'apps', version: 'v1', resource: 'replicasets', kind: 'ReplicaSet', namespaced: true, shortNames: ['rs'] },
 ];
 
+/** Events kept for watches that start from an older resourceVersion. */
+const WATCH_HISTORY = 1000;
 const VERBS = ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'];
 
 export interface SeenRequest {
@@ -466,7 +470,13 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
   const defOf = (group: string, version: string, resource: string): ResourceDef | undefined => RESOURCES.find((d) => d.group === group && d.version === version && d.resource === resource);
   const apiVersionOf = (d: ResourceDef) => (d.group ? `${d.group}/${d.version}` : d.version);
 
+  /** The last WATCH_HISTORY events (snapshots), for a watch that starts from an older resourceVersion. */
+  const history: { rv: number; def: ResourceDef; type: string; o: KObj }[] = [];
+  /** The resourceVersion up to which events have been dropped from `history`. */
+  let historyFloor = 1;
   const notify = (def: ResourceDef, type: string, o: KObj) => {
+    history.push({ rv: Number(o.metadata.resourceVersion), def, type, o: JSON.parse(JSON.stringify(o)) as KObj });
+    if (history.length > WATCH_HISTORY) historyFloor = history.shift()!.rv;
     for (const w of watchers) {
       if (w.def !== def) continue;
       if (w.namespace && o.metadata.namespace !== w.namespace) continue;
@@ -774,9 +784,16 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
     const from = q.get('resourceVersion');
     if (!from || from === '0') {
       for (const o of select(def, ns, new URLSearchParams())) if (match(o)) w.send('ADDED', o);
+    } else {
+      // What changed after `from` (a client that listed, then watches: an event between the two
+      // must not be lost); older than the window kept → 410 Gone, and the client lists again.
+      const since = Number(from);
+      if (!Number.isFinite(since) || since < historyFloor) {
+        res.end(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${from} (${historyFloor})`, reason: 'Expired', code: 410 } }) + '\n');
+        return;
+      }
+      for (const e of history) if (e.rv > since && e.def === def && (!ns || e.o.metadata.namespace === ns) && match(e.o)) w.send(e.type, e.o);
     }
-    // Events between `from` and now are not kept: the stand-in answers a watch from an older
-    // resourceVersion with what changes from now on (enough for list-then-watch clients).
     watchers.add(w);
     const timeout = Number(q.get('timeoutSeconds') ?? '0');
     const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : null;
