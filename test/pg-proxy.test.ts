@@ -9,6 +9,7 @@ import type { EventEmitter } from 'node:events';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
 import pg from 'pg';
 import { Core } from '../src/core/core.js';
 import { createLogger } from '../src/core/log.js';
@@ -19,6 +20,7 @@ import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { CORE_STATEMENT_EVENT, startPostgresProxy, type PostgresProxy } from '../src/proxy/postgres/index.js';
 import { readTranscript, type StatementEntry } from '../src/proxy/postgres/transcript.js';
+import { B, FrameReader, TERMINATE, encodePasswordMessage, encodeQuery, encodeStartupMessage } from '../src/proxy/postgres/codec.js';
 import { withPostgres } from './harness/pg.js';
 
 const db = withPostgres({ logStatements: true });
@@ -294,6 +296,55 @@ describe('the session is recorded', () => {
     assert.equal(entry.params?.length, 1);
     assert.ok(!entry.params![0]!.includes(card), `the card number leaked into the transcript: ${entry.params![0]}`);
     assert.ok(entry.params![0]!.endsWith(card.slice(-4)));
+  });
+
+  test('statements the client hangs up on stay in the transcript: a refusal, a result left in the middle', async () => {
+    // Drivers report an ErrorResponse at once and may send Terminate before the ReadyForQuery that
+    // follows it; the bastion then closes the session while the statement is still in flight.
+    const hangUp = async (sql: string): Promise<void> => {
+      const sock = net.connect({ host: '127.0.0.1', port: proxy.port });
+      sock.on('error', () => undefined);
+      const reader = new FrameReader();
+      let wake: (() => void) | null = null;
+      sock.on('data', (d: Buffer) => {
+        reader.push(d);
+        wake?.();
+      });
+      const closed = new Promise<void>((r) => sock.once('close', () => r()));
+      const until = async (type: number): Promise<void> => {
+        for (let i = 0; i < 100; i++) {
+          for (let f = reader.next(); f; f = reader.next()) if (f.type === type) return;
+          await new Promise<void>((r) => ((wake = r), setTimeout(r, 100)));
+        }
+        throw new Error(`no ${String.fromCharCode(type)} from the bastion`);
+      };
+      await new Promise<void>((r) => sock.once('connect', () => r()));
+      sock.write(encodeStartupMessage([['user', 'demo-agent'], ['database', 'shop']]));
+      await until(B.Authentication);
+      sock.write(encodePasswordMessage(token));
+      await until(B.ReadyForQuery);
+      sock.write(Buffer.concat([encodeQuery(sql), TERMINATE])); // no wait for the answer
+      await closed;
+    };
+    const find = async (sql: string): Promise<StatementEntry> => {
+      for (let i = 0; i < 100; i++) {
+        const e = statements.find((x) => x.statement === sql);
+        if (e) return e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.fail(`no transcript line for ${sql}`);
+    };
+    await hangUp('DELETE FROM orders');
+    const refused = await find('DELETE FROM orders');
+    assert.equal(refused.decision.effect, 'deny');
+    assert.match(refused.decision.rule, /no-unbounded-writes/);
+    assert.equal(refused.error?.code, '42501');
+    assert.match(refused.error?.message ?? '', /blocked by policy/);
+    await hangUp('SELECT pg_sleep(1)');
+    const cut = await find('SELECT pg_sleep(1)');
+    assert.equal(cut.decision.effect, 'allow');
+    assert.equal(cut.error?.code, '08006');
+    assert.match(cut.error?.message ?? '', /ended before the statement finished/);
   });
 
   test('transcript lines: statements as audited, decisions, row counts, masked samples', async () => {

@@ -1923,27 +1923,46 @@ export class PgSession {
         this.portals.delete('');
         this.sendClient(f.raw);
         this.pop();
-        if (e.rec.audited !== '' || e.rec.decision.rule !== '') {
-          this.record({
-            protocol: 'simple',
-            statement: e.rec.audited,
-            decision: e.rec.decision,
-            seq: e.rec.seq,
-            ...(e.rec.approval ? { approval: e.rec.approval } : {}),
-            ...(ctx.tags.length ? { command: ctx.tags.join('; ') } : {}),
-            rows: ctx.rows,
-            durationMs: Math.round((performance.now() - ctx.start) * 1000) / 1000,
-            ...(ctx.columns ? { columns: ctx.columns } : {}),
-            ...(ctx.sample.length ? { sample: ctx.sample } : {}),
-            ...(ctx.error ? { error: ctx.error } : {}),
-          });
-        }
+        this.recordQuery(e, ctx.error);
         return;
       }
       case B.CopyBothResponse:
         return this.fatal({ code: '0A000', message: 'replication (COPY BOTH) is not supported through the bastion' });
       default:
         throw new PgProtocolError(`unexpected message ${String.fromCharCode(f.type)} in a query response`);
+    }
+  }
+
+  /** The transcript line of a simple-protocol statement (not of the bastion's own queries). */
+  private recordQuery(e: QueryEntry, error: { code: string; message: string } | undefined): void {
+    if (e.rec.audited === '' && e.rec.decision.rule === '') return;
+    const ctx = e.ctx;
+    this.record({
+      protocol: 'simple',
+      statement: e.rec.audited,
+      decision: e.rec.decision,
+      seq: e.rec.seq,
+      ...(e.rec.approval ? { approval: e.rec.approval } : {}),
+      ...(ctx.tags.length ? { command: ctx.tags.join('; ') } : {}),
+      rows: ctx.rows,
+      durationMs: Math.round((performance.now() - ctx.start) * 1000) / 1000,
+      ...(ctx.columns ? { columns: ctx.columns } : {}),
+      ...(ctx.sample.length ? { sample: ctx.sample } : {}),
+      ...(error ? { error } : {}),
+    });
+  }
+
+  /**
+   * Statements still in flight when the session ends are recorded as far as they got: a refusal
+   * whose ReadyForQuery the client did not wait for (drivers report the error on ErrorResponse
+   * and may hang up at once), a result the client left in the middle of.
+   */
+  private recordUnfinished(reason: string): void {
+    for (let i = this.qHead; i < this.q.length; i++) {
+      const e = this.q[i];
+      if (!e || e.k !== 'query') continue;
+      const refused = e.refusal ? { code: noticeField(e.refusal.fields, 'C') ?? '42501', message: noticeField(e.refusal.fields, 'M') ?? '' } : undefined;
+      this.recordQuery(e, e.ctx.error ?? refused ?? { code: '08006', message: `the session ended before the statement finished (${reason})` });
     }
   }
 
@@ -2140,6 +2159,7 @@ export class PgSession {
     if (this.acquired) this.env.release(this.acquired);
     this.acquired = null;
     if (this.info) {
+      this.recordUnfinished(reason);
       this.transcript?.write({ type: 'end', time: new Date().toISOString(), session: this.info.id, reason });
       await this.transcript?.close();
       await this.env.core.closeSession(this.info.id, reason).catch((err: unknown) => this.env.log.error('postgres proxy: closing the session failed', { error: (err as Error).message }));
