@@ -6,7 +6,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { chownSync, cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -18,7 +17,8 @@ import type { Identity } from '../src/policy/types.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startPostgresProxy, type PostgresProxy, type PostgresProxyOptions } from '../src/proxy/postgres/index.js';
-import { B, FrameReader, decodeNoticeFields, encodePasswordMessage, encodeQuery, encodeStartupMessage, noticeField } from '../src/proxy/postgres/codec.js';
+import { B, decodeNoticeFields, encodeQuery, noticeField } from '../src/proxy/postgres/codec.js';
+import { rawLogin } from './harness/pgraw.js';
 import { withPostgres } from './harness/pg.js';
 import { freePort } from './harness/ports.js';
 
@@ -114,35 +114,6 @@ async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 1
   assert.fail(`timed out waiting for ${what}`);
 }
 
-/** Connects and logs in on a raw socket; returns the socket and a reader of frames. */
-async function rawLogin(port: number, params: [string, string][] = []): Promise<{ sock: net.Socket; reader: FrameReader; data: Promise<void>[] }> {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('connect', () => resolve());
-    sock.once('error', reject);
-  });
-  sock.on('error', () => undefined);
-  const reader = new FrameReader();
-  let wake: (() => void) | null = null;
-  sock.on('data', (d: Buffer) => {
-    reader.push(d);
-    wake?.();
-  });
-  const nextType = async (type: number): Promise<void> => {
-    for (let i = 0; i < 1000; i++) {
-      const f = reader.next();
-      if (f && f.type === type) return;
-      if (!f) await new Promise<void>((r) => ((wake = r), setTimeout(r, 200)));
-    }
-    throw new Error('login did not finish');
-  };
-  sock.write(encodeStartupMessage([['user', 'demo-agent'], ['database', 'shop'], ...params]));
-  await nextType(B.Authentication);
-  sock.write(encodePasswordMessage(token));
-  await nextType(B.ReadyForQuery);
-  return { sock, reader, data: [] };
-}
-
 describe('TLS and credentials', () => {
   test('sslmode=verify-full with psql against the bastion certificate; plaintext refused', async () => {
     const key = join(root, 'key.pem');
@@ -231,7 +202,7 @@ describe('TLS and credentials', () => {
 
   test('connection limit per identity: 53300', async () => {
     const p = await another({ maxConnectionsPerIdentity: 1 });
-    const first = await rawLogin(p.port);
+    const first = await rawLogin(p.port, token);
     try {
       const r = await psql(p.port, 'SELECT 1');
       assert.notEqual(r.code, 0);
@@ -278,7 +249,7 @@ describe('upstream login methods', () => {
 describe('session limits', () => {
   test('idle timeout closes an idle session (57P05)', async () => {
     const p = await another({ session: { idleTimeoutMs: 600 } });
-    const c = await rawLogin(p.port);
+    const c = await rawLogin(p.port, token);
     const closed = new Promise<void>((r) => c.sock.once('close', () => r()));
     await closed;
     let code: string | undefined;
@@ -306,7 +277,7 @@ describe('isolation and clean-up', () => {
     const good = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'demo-agent', password: token, database: 'shop' });
     await good.connect();
     try {
-      const bad = await rawLogin(proxy.port);
+      const bad = await rawLogin(proxy.port, token);
       const closed = new Promise<void>((r) => bad.sock.once('close', () => r()));
       bad.sock.write(Buffer.from([0x7a, 0, 0, 0, 4])); // 'z': not a frontend message
       await closed;
@@ -322,7 +293,7 @@ describe('isolation and clean-up', () => {
   });
 
   test('a client gone mid-result: the upstream query is cancelled and its backend ends', async () => {
-    const c = await rawLogin(proxy.port, [['application_name', 'gone-mid-result']]);
+    const c = await rawLogin(proxy.port, token, [['application_name', 'gone-mid-result']]);
     c.sock.write(encodeQuery('SELECT g, repeat(\'x\', 200) FROM generate_series(1, 5000000) g'));
     await waitFor('rows to flow', async () => c.reader.buffered > 64 * 1024);
     c.sock.destroy();
@@ -334,7 +305,7 @@ describe('isolation and clean-up', () => {
 
   test('a client gone during a hold: the approval stays pending (detached) until decided or expired', async () => {
     const created = new Promise<string>((resolve) => core.approvals.once('created', (rec) => resolve(rec.id)));
-    const c = await rawLogin(proxy.port);
+    const c = await rawLogin(proxy.port, token);
     c.sock.write(encodeQuery('DELETE FROM customers WHERE id = 999999'));
     const id = await created;
     c.sock.destroy();

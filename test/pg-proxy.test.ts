@@ -9,7 +9,6 @@ import type { EventEmitter } from 'node:events';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
 import pg from 'pg';
 import { Core } from '../src/core/core.js';
 import { createLogger } from '../src/core/log.js';
@@ -20,7 +19,8 @@ import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { CORE_STATEMENT_EVENT, startPostgresProxy, type PostgresProxy } from '../src/proxy/postgres/index.js';
 import { readTranscript, type StatementEntry } from '../src/proxy/postgres/transcript.js';
-import { B, FrameReader, TERMINATE, encodePasswordMessage, encodeQuery, encodeStartupMessage } from '../src/proxy/postgres/codec.js';
+import { TERMINATE, encodeQuery } from '../src/proxy/postgres/codec.js';
+import { rawLogin } from './harness/pgraw.js';
 import { withPostgres } from './harness/pg.js';
 
 const db = withPostgres({ logStatements: true });
@@ -302,27 +302,8 @@ describe('the session is recorded', () => {
     // Drivers report an ErrorResponse at once and may send Terminate before the ReadyForQuery that
     // follows it; the bastion then closes the session while the statement is still in flight.
     const hangUp = async (sql: string): Promise<void> => {
-      const sock = net.connect({ host: '127.0.0.1', port: proxy.port });
-      sock.on('error', () => undefined);
-      const reader = new FrameReader();
-      let wake: (() => void) | null = null;
-      sock.on('data', (d: Buffer) => {
-        reader.push(d);
-        wake?.();
-      });
+      const { sock } = await rawLogin(proxy.port, token);
       const closed = new Promise<void>((r) => sock.once('close', () => r()));
-      const until = async (type: number): Promise<void> => {
-        for (let i = 0; i < 100; i++) {
-          for (let f = reader.next(); f; f = reader.next()) if (f.type === type) return;
-          await new Promise<void>((r) => ((wake = r), setTimeout(r, 100)));
-        }
-        throw new Error(`no ${String.fromCharCode(type)} from the bastion`);
-      };
-      await new Promise<void>((r) => sock.once('connect', () => r()));
-      sock.write(encodeStartupMessage([['user', 'demo-agent'], ['database', 'shop']]));
-      await until(B.Authentication);
-      sock.write(encodePasswordMessage(token));
-      await until(B.ReadyForQuery);
       sock.write(Buffer.concat([encodeQuery(sql), TERMINATE])); // no wait for the answer
       await closed;
     };
