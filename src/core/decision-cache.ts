@@ -7,9 +7,10 @@
 // the SQL facts cache knows that its facts hold whatever the literals (sqlShapeKey), so that
 // `… WHERE aid = 1` and `… WHERE aid = 2` share one evaluation; an evaluation whose reason or
 // remedy quotes the statement text (`{statement}`) is not cached at all. The key holds every
-// field of the request, so every field a rule may test is part of it (a request with a field the key does not know is not cached); requests
-// decided at an explicit `time`, and protocols whose rules have time windows, are never cached
-// (their decision depends on the clock). One cache per policy snapshot (a reload starts afresh).
+// field of the request, so every field a rule may test is part of it (a request with a field the
+// key does not know is not cached); requests decided at an explicit `time`, and protocols whose
+// rules have time windows, are never cached (their decision depends on the clock). One cache per
+// policy snapshot (a reload starts afresh).
 
 import { evaluate, type Evaluation } from '../policy/engine.js';
 import type { CompiledPolicy } from '../policy/compile.js';

@@ -88,7 +88,9 @@ export class RemoteTarget {
           );
         } catch (e) {
           c.off('tcp connection', onTcp);
-          for (const [, , reject] of early) reject();
+          // Connections that came in meanwhile: another listener of this connection answers its
+          // own; with none left, nobody would, so they are refused rather than left hanging.
+          if (c.listenerCount('tcp connection') === 0) for (const [, , reject] of early) reject();
           throw e;
         }
         for (const [info, accept, reject] of early.splice(0)) onTcp(info, accept, reject);
