@@ -6,14 +6,35 @@ import { startKubeApi } from '../test/harness/kubeapi.js';
 
 const api = await startKubeApi();
 
+/**
+ * Bench pods come from 50 "Deployments": replicas share their pod template (env included), as they
+ * do in a cluster, and templates differ — so per-value caches in the masking path see what they
+ * would see on a real list, not one env repeated 5,000 times. One template in five carries a
+ * credential in a URL (masked by the secret_assignment detector), one in ten an e-mail address.
+ */
+const REGIONS = ['eu-west-1', 'eu-central-1', 'us-east-1', 'us-west-2', 'ap-south-1'];
+function templateEnv(d: number): { name: string; value: string }[] {
+  const env = [
+    { name: 'MODE', value: d % 3 === 0 ? 'staging' : 'production' },
+    { name: 'LOG_LEVEL', value: ['info', 'debug', 'warn'][d % 3]! },
+    { name: 'REGION', value: REGIONS[d % REGIONS.length]! },
+    { name: 'SERVICE_NAME', value: `svc-${d}` },
+    { name: 'FEATURE_FLAGS', value: `checkout-v${d % 7},search-${d % 4 === 0 ? 'on' : 'off'},cache-ttl=${30 + d}` },
+  ];
+  if (d % 5 === 0) env.push({ name: 'DATABASE_URL', value: `postgres://app${d}:pw-${(d * 7919).toString(36)}-x@db-${d}.bulk.svc:5432/app` });
+  if (d % 10 === 3) env.push({ name: 'ALERT_EMAIL', value: `oncall-${d}@example.com` });
+  return env;
+}
+
 function pod(ns: string, name: string, i: number): Record<string, unknown> {
+  const d = i % 50;
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name, namespace: ns, labels: { app: 'bench', shard: String(i % 16) }, annotations: { 'bench/index': String(i) } },
+    metadata: { name, namespace: ns, labels: { app: `app-${d}`, shard: String(i % 16) }, annotations: { 'bench/index': String(i) } },
     spec: {
       containers: [
-        { name: 'app', image: 'registry.example.com/app:1.2.3', env: [{ name: 'MODE', value: 'production' }, { name: 'LOG_LEVEL', value: 'info' }, { name: 'REGION', value: 'eu-west-1' }], ports: [{ containerPort: 8080, protocol: 'TCP' }], resources: { requests: { cpu: '100m', memory: '128Mi' } } },
+        { name: 'app', image: `registry.example.com/app-${d}:1.2.${d % 9}`, env: templateEnv(d), ports: [{ containerPort: 8080, protocol: 'TCP' }], resources: { requests: { cpu: '100m', memory: '128Mi' } } },
         { name: 'sidecar', image: 'registry.example.com/proxy:2.0', env: [{ name: 'UPSTREAM', value: 'http://127.0.0.1:8080' }] },
       ],
       restartPolicy: 'Always',

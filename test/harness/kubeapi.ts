@@ -93,6 +93,8 @@ export interface KubeApiOptions {
   answerProtobuf?: string[];
   /** Unix user that exec'd commands run as (default nobody). */
   execUser?: string;
+  /** How many of the latest requests `seen` keeps (default 10,000: a long benchmark must not grow it without end). */
+  seenLimit?: number;
 }
 
 export interface KubeApi {
@@ -105,7 +107,7 @@ export interface KubeApi {
   /** A client certificate (CN=portcullis-bastion, O=system:masters) and its key, PEM. */
   clientCert: string;
   clientKey: string;
-  /** Every request received, in order. */
+  /** The requests received, in order (the latest `seenLimit` of them). */
   readonly seen: SeenRequest[];
   /** Creates or replaces an object (seed data); returns it with metadata filled in. */
   put(obj: Record<string, unknown>): KObj;
@@ -463,6 +465,12 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
   const logs = new Map<string, string[]>();
   const logFollowers = new Map<string, Set<(line: string) => void>>();
   const seen: SeenRequest[] = [];
+  const seenLimit = opts.seenLimit ?? 10_000;
+  /** Records a request; past the limit the oldest are dropped, a thousand at a time. */
+  const saw = (r: SeenRequest): void => {
+    seen.push(r);
+    if (seen.length > seenLimit + 1000) seen.splice(0, seen.length - seenLimit);
+  };
   const children = new Set<ChildProcess | pty.IPty>();
   const sockets = new Set<Duplex>();
 
@@ -1093,7 +1101,7 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
     try {
       const u = new URL(req.url ?? '/', 'https://standin');
       const who = authenticate(req.headers, socket as TLSSocket);
-      seen.push({ method: req.method ?? 'GET', url: req.url ?? '', user: who.user, impersonateUser: req.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: req.headers['accept'], httpVersion: req.httpVersion });
+      saw({ method: req.method ?? 'GET', url: req.url ?? '', user: who.user, impersonateUser: req.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: req.headers['accept'], httpVersion: req.httpVersion });
       const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)$/.exec(u.pathname);
       if (!m) throw new ApiError(400, 'BadRequest', 'upgrade request not supported');
       if ((req.headers['upgrade'] ?? '').toLowerCase() !== 'websocket') throw new ApiError(400, 'BadRequest', `the stand-in speaks WebSocket only (Upgrade: ${String(req.headers['upgrade'])})`);
@@ -1131,7 +1139,7 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
       try {
         const who = authenticate(hreq.headers, hreq.socket as TLSSocket);
         user = who.user;
-        seen.push({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user, impersonateUser: hreq.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: hreq.headers['accept'], contentType: hreq.headers['content-type'], httpVersion: hreq.httpVersion, ...(hreq.headers['x-portcullis-reason'] !== undefined ? { portcullisReason: String(hreq.headers['x-portcullis-reason']) } : {}) });
+        saw({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user, impersonateUser: hreq.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: hreq.headers['accept'], contentType: hreq.headers['content-type'], httpVersion: hreq.httpVersion, ...(hreq.headers['x-portcullis-reason'] !== undefined ? { portcullisReason: String(hreq.headers['x-portcullis-reason']) } : {}) });
         await route({ method: hreq.method ?? 'GET', path: u.pathname, query: u.searchParams, headers: hreq.headers, user, body }, res);
       } catch (e) {
         if (!(e instanceof ApiError)) {
@@ -1139,7 +1147,7 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
           else res.destroy();
           return;
         }
-        if (e.code === 401) seen.push({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user: '', impersonateGroups: [], httpVersion: hreq.httpVersion });
+        if (e.code === 401) saw({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user: '', impersonateGroups: [], httpVersion: hreq.httpVersion });
         if (!res.headersSent) send(res, e.code, status(e.code, e.reason, e.message, e.details));
         else res.destroy();
       }
