@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { startKubeBastion, KUBECTL, type KubeBastion } from './harness/kubebastion.js';
 
 let kb: KubeBastion;
@@ -353,6 +354,53 @@ describe('kubectl through the bastion (reference policy)', () => {
     }
   });
 
+  test("large lists: the API server's gzip reaches kubectl untouched when nothing is masked; masked resources are asked for uncompressed and compressed again for the agent", async () => {
+    // Over 128 KiB the stand-in compresses as kube-apiserver does, for clients that accept gzip (kubectl does).
+    for (let i = 0; i < 700; i++) {
+      kb.api.put({ apiVersion: 'v1', kind: 'Service', metadata: { name: `bulk-${String(i).padStart(4, '0')}`, namespace: 'default', labels: { tier: 'bulk' } }, spec: { selector: { app: 'bulk' }, ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], type: 'ClusterIP', clusterIP: `10.97.${i >> 8}.${i & 255}` } });
+    }
+    for (let i = 0; i < 400; i++) {
+      kb.api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: `bulk-${String(i).padStart(4, '0')}`, namespace: 'default', labels: { tier: 'bulk' }, annotations: { 'example.com/description': `bulk secret ${i} for the compression test `.repeat(5) } }, data: { password: SECRET_B64, note: Buffer.from(`bulk secret number ${i} `.repeat(8)).toString('base64') } });
+    }
+    const before = kb.api.seen.length;
+    const svc = await kb.kubectl(['get', 'services', '-l', 'tier=bulk', '-o', 'json']);
+    assert.equal(svc.code, 0, svc.stderr);
+    const items = (JSON.parse(svc.stdout) as { items: { metadata: { name: string } }[] }).items;
+    assert.equal(items.length, 700);
+    assert.equal(items[699]!.metadata.name, 'bulk-0699');
+    const svcSeen = kb.api.seen.slice(before).find((r) => r.url.startsWith('/api/v1/namespaces/default/services'))!;
+    assert.match(svcSeen.acceptEncoding ?? '', /gzip/, 'kubectl asked for gzip and the bastion passed that on');
+    assert.equal(svcSeen.responseEncoding, 'gzip', 'the API server compressed the list; the bastion relayed it compressed');
+
+    const mid = kb.api.seen.length;
+    const sec = await kb.kubectl(['get', 'secrets', '-l', 'tier=bulk', '-o', 'json']);
+    assert.equal(sec.code, 0, sec.stderr);
+    const secrets = (JSON.parse(sec.stdout) as { items: { data: Record<string, string> }[] }).items;
+    assert.equal(secrets.length, 400);
+    for (const s of secrets) assert.equal(Buffer.from(s.data['password']!, 'base64').toString('utf8'), '[REDACTED:data]');
+    noLeak(sec.stdout, 'large secret list');
+    const secSeen = kb.api.seen.slice(mid).find((r) => r.url.startsWith('/api/v1/namespaces/default/secrets'))!;
+    assert.doesNotMatch(secSeen.acceptEncoding ?? '', /gzip/, 'a masked resource is asked for uncompressed');
+    assert.equal(secSeen.responseEncoding, undefined);
+
+    // Masked on the way and compressed again for the agent (it accepts gzip, the body is over 128 KiB).
+    const asked = await rawBytes('/api/v1/namespaces/default/secrets?labelSelector=tier%3Dbulk', { 'accept-encoding': 'gzip' });
+    assert.equal(asked.status, 200);
+    assert.equal(asked.headers['content-encoding'], 'gzip', `${asked.body.length} bytes: ${JSON.stringify(asked.headers)}`);
+    assert.match(String(asked.headers['vary']), /Accept-Encoding/);
+    const text = gunzipSync(asked.body).toString('utf8');
+    assert.equal((JSON.parse(text) as { items: unknown[] }).items.length, 400);
+    noLeak(text, 'large secret list (gzip)');
+    assert.ok(asked.body.length < text.length / 4, `compressed: ${asked.body.length} of ${text.length} bytes`);
+    // Not asked for gzip: not compressed; small bodies never are.
+    const plain = await rawBytes('/api/v1/namespaces/default/secrets?labelSelector=tier%3Dbulk', {});
+    assert.equal(plain.headers['content-encoding'], undefined);
+    noLeak(plain.body.toString('utf8'), 'large secret list');
+    const small = await rawBytes('/api/v1/namespaces/default/secrets/db', { 'accept-encoding': 'gzip' });
+    assert.equal(small.headers['content-encoding'], undefined);
+    noLeak(small.body.toString('utf8'), 'one secret');
+  });
+
   test('every API call has a response audit event with its status; the chain verifies', async () => {
     await new Promise((r) => setTimeout(r, 200)); // the last response events are appended after kubectl exits
     await kb.core.audit.flush();
@@ -377,6 +425,19 @@ async function fetchStatus(path: string): Promise<{ status: number; body: unknow
       let text = '';
       res.on('data', (d: Buffer) => (text += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as unknown }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function rawBytes(path: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+  const https = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${kb.proxy.url}${path}`, { ca: kb.cert, headers: { authorization: `Bearer ${kb.token}`, accept: 'application/json', ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
     });
     req.on('error', reject);
     req.end();

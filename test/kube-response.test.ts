@@ -1,7 +1,7 @@
 // The Kubernetes proxy's pure parts: the streaming list splitter (property-based: any list, cut
 // into any chunks, comes back element for element), response masking per mode (lists, Tables,
 // watch events, single objects, logs) fed in arbitrary chunks, the Accept rewrite, the unmaskable
-// checks, Status objects, and the kubeconfig reader/writer.
+// checks, compression of masked responses, Status objects, and the kubeconfig reader/writer.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,12 +10,13 @@ import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import fc from 'fast-check';
 import YAML from 'yaml';
+import { constants, gunzipSync } from 'node:zlib';
 import { Masker } from '../src/masking/masker.js';
 import { maskKube } from '../src/masking/kube.js';
 import { kubeFacts } from '../src/policy/kube/index.js';
 import { JsonListSplitter } from '../src/proxy/kube/jsonsplit.js';
 import { buildKubeconfig, execCredential, readKubeconfig } from '../src/proxy/kube/kubeconfig.js';
-import { jsonAccept, pipeBody, planResponse, unmaskable } from '../src/proxy/kube/response.js';
+import { acceptsGzip, GZIP_THRESHOLD, jsonAccept, pipeBody, planResponse, recompress, unmaskable } from '../src/proxy/kube/response.js';
 import { kubeStatus } from '../src/proxy/kube/status.js';
 import type { UpstreamResponse } from '../src/proxy/kube/upstream.js';
 
@@ -371,6 +372,81 @@ describe('response streaming: field rewriter in any chunking, write coalescing',
     src.end();
     await p;
     assert.doesNotMatch(got.join(''), /ghp_c{36}/);
+  });
+});
+
+describe('compression of masked responses', () => {
+  const secretList = (n: number) =>
+    JSON.stringify({ kind: 'SecretList', apiVersion: 'v1', metadata: { resourceVersion: '7' }, items: Array.from({ length: n }, (_, i) => ({ kind: 'Secret', metadata: { name: `s${i}`, namespace: 'default', annotations: { note: `secret number ${i} `.repeat(10) } }, data: { password: Buffer.from(`hunter2-${i}`).toString('base64') } })) });
+
+  async function deferredRun(body: string, chunk = 4096): Promise<{ gzip: boolean | null; raw: Buffer; result: Awaited<ReturnType<typeof pipeBody>> }> {
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/secrets'), masker);
+    const src = new PassThrough();
+    const chunks: Buffer[] = [];
+    let gzip: boolean | null = null;
+    let wroteBeforeHead = false;
+    const res = new Writable({
+      write(c: Buffer, _e, cb) {
+        if (gzip === null) wroteBeforeHead = true;
+        chunks.push(Buffer.from(c));
+        cb();
+      },
+    }) as unknown as Parameters<typeof pipeBody>[1];
+    const p = pipeBody({ status: 200, headers: { 'content-type': 'application/json' }, body: src, httpVersion: '2' }, res, plan, (g) => (gzip = g));
+    const b = Buffer.from(body);
+    for (let i = 0; i < b.length; i += chunk) {
+      src.write(b.subarray(i, i + chunk));
+      await new Promise((r) => setImmediate(r));
+    }
+    src.end();
+    const result = await p;
+    assert.ok(!wroteBeforeHead, 'no body byte before the headers');
+    return { gzip, raw: Buffer.concat(chunks), result };
+  }
+
+  test('Accept-Encoding: gzip admitted unless refused with q=0', () => {
+    assert.equal(acceptsGzip('gzip'), true);
+    assert.equal(acceptsGzip('deflate, gzip;q=0.5, br'), true);
+    assert.equal(acceptsGzip('*'), true);
+    assert.equal(acceptsGzip(['br', 'GZIP']), true);
+    assert.equal(acceptsGzip('gzip;q=0'), false);
+    assert.equal(acceptsGzip('identity'), false);
+    assert.equal(acceptsGzip(undefined), false);
+    const plan = planResponse(kubeFacts('GET', '/api/v1/namespaces/default/secrets'), masker);
+    assert.equal(recompress(plan, { 'accept-encoding': 'gzip' }), true);
+    assert.equal(recompress(planResponse(kubeFacts('GET', '/api/v1/namespaces/default/secrets?watch=1'), masker), { 'accept-encoding': 'gzip' }), false, 'watches are never compressed');
+    assert.equal(recompress(planResponse(kubeFacts('GET', '/api/v1/namespaces/default/services'), masker), { 'accept-encoding': 'gzip' }), false, 'pass-through keeps the API server encoding');
+  });
+
+  test('over 128 KiB: masked, then gzip-compressed; the same bytes as without compression', async () => {
+    const body = secretList(600);
+    assert.ok(body.length > GZIP_THRESHOLD);
+    const r = await deferredRun(body);
+    assert.equal(r.gzip, true);
+    assert.equal(r.result.encoding, 'gzip');
+    const text = gunzipSync(r.raw).toString('utf8');
+    const expected = JSON.stringify(maskKube(masker, 'secrets', JSON.parse(body)));
+    assert.deepEqual(JSON.parse(text), JSON.parse(expected));
+    assert.doesNotMatch(text, /aHVudGVyMi0/, 'no password (base64) left');
+    assert.equal(r.result.bytes, Buffer.byteLength(text), 'bytes counts the body before compression');
+  });
+
+  test('at most 128 KiB: held until the end, sent uncompressed', async () => {
+    const body = secretList(20);
+    const r = await deferredRun(body, 100);
+    assert.equal(r.gzip, false);
+    assert.equal(r.result.encoding, undefined);
+    assert.doesNotMatch(r.raw.toString('utf8'), /aHVudGVyMi0/);
+    assert.equal((JSON.parse(r.raw.toString('utf8')) as { items: unknown[] }).items.length, 20);
+  });
+
+  test('a body that breaks after the compressor started is cut, never completed', async () => {
+    const good = secretList(600);
+    const broken = good.slice(0, good.length - 5000) + '{"kind":';
+    const r = await deferredRun(broken);
+    assert.equal(r.gzip, true);
+    assert.ok(r.result.error, 'cut with an error');
+    assert.doesNotMatch(gunzipSync(r.raw, { finishFlush: constants.Z_SYNC_FLUSH }).toString('utf8'), /aHVudGVyMi0/);
   });
 });
 

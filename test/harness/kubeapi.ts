@@ -18,6 +18,9 @@
 //     cache does, 410 Gone in an ERROR event when it is older; or the current state first), with
 //     timeoutSeconds;
 //   - Table responses (Accept: application/json;as=Table;v=v1;g=meta.k8s.io) with includeObject;
+//   - response compression as the API server's deferredResponseWriter: a body over 128 KiB goes
+//     out gzip-compressed (level 1, Vary: Accept-Encoding) when the client accepts gzip, which
+//     kubectl's Go client does by default; smaller bodies and watches are never compressed;
 //   - pods/log (tailLines, follow: lines appended later are streamed until the client leaves);
 //   - pods/exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io): the command really runs,
 //     as `nobody`, in a child process (a PTY for tty=true), stdin/stdout/stderr/error/resize
@@ -31,6 +34,7 @@
 // testing that a proxy refuses such a response.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import http2 from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -39,6 +43,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import type { Writable } from 'node:stream';
+import zlib from 'node:zlib';
 import { WebSocketServer, type WebSocket } from 'ws';
 import pty from 'node-pty';
 
@@ -80,6 +86,9 @@ export interface SeenRequest {
   impersonateUser?: string;
   impersonateGroups: string[];
   accept?: string;
+  acceptEncoding?: string;
+  /** The Content-Encoding the answer went out with (gzip for large bodies when the client accepts it). */
+  responseEncoding?: string;
   contentType?: string;
   httpVersion: string;
   /** The X-Portcullis-Reason header, had it reached the API server (the bastion strips it). */
@@ -93,6 +102,11 @@ export interface KubeApiOptions {
   answerProtobuf?: string[];
   /** Unix user that exec'd commands run as (default nobody). */
   execUser?: string;
+  /**
+   * Compress bodies over 128 KiB with gzip (level 1) for clients that accept it, as kube-apiserver
+   * does (APIResponseCompression, on by default; kubectl asks for gzip). Default true.
+   */
+  gzip?: boolean;
   /** How many of the latest requests `seen` keeps (default 10,000: a long benchmark must not grow it without end). */
   seenLimit?: number;
 }
@@ -450,6 +464,18 @@ interface Request {
   body: () => Promise<Buffer>;
 }
 
+/** kube-apiserver's defaultGzipThresholdBytes. */
+const GZIP_THRESHOLD = 128 * 1024;
+
+/**
+ * The API server's negotiateContentEncoding: gzip when one comma-separated token of Accept-Encoding
+ * is exactly `gzip` (no q-values, no `*`: it matches tokens, it does not weigh them).
+ */
+function gzipAccepted(h: string | string[] | undefined): boolean {
+  const header = Array.isArray(h) ? h[0] : h;
+  return (header ?? '').split(',').some((token) => token.trim() === 'gzip');
+}
+
 export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'standin-kube-'));
   const certs = makeCerts(dir);
@@ -467,10 +493,14 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
   const seen: SeenRequest[] = [];
   const seenLimit = opts.seenLimit ?? 10_000;
   /** Records a request; past the limit the oldest are dropped, a thousand at a time. */
-  const saw = (r: SeenRequest): void => {
+  const saw = (r: SeenRequest): SeenRequest => {
     seen.push(r);
     if (seen.length > seenLimit + 1000) seen.splice(0, seen.length - seenLimit);
+    return r;
   };
+  /** Each answer's record in `seen`, and whether its client accepts gzip. */
+  const seenFor = new WeakMap<ServerResponse, SeenRequest>();
+  const acceptsGzip = new WeakMap<ServerResponse, boolean>();
   const children = new Set<ChildProcess | pty.IPty>();
   const sockets = new Set<Duplex>();
 
@@ -720,10 +750,69 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
     return out;
   };
 
+  /**
+   * A response body as kube-apiserver's deferredResponseWriter writes it: held until it passes
+   * 128 KiB (or ends); past that, gzip-compressed at level 1 when the client accepts gzip.
+   */
+  class DeferredBody {
+    private held: string[] = [];
+    private heldBytes = 0;
+    private out: Writable | null = null;
+    private readonly wantsGzip: boolean;
+
+    constructor(
+      private readonly res: ServerResponse,
+      private readonly code: number,
+      private readonly headers: Record<string, string>,
+    ) {
+      this.wantsGzip = opts.gzip !== false && acceptsGzip.get(res) === true;
+    }
+
+    async write(text: string): Promise<void> {
+      if (this.out) {
+        if (!this.out.write(text)) await once(this.out, 'drain');
+        return;
+      }
+      this.held.push(text);
+      this.heldBytes += Buffer.byteLength(text);
+      if (this.heldBytes > GZIP_THRESHOLD) await this.commit();
+    }
+
+    end(text = ''): void {
+      if (this.out) {
+        this.out.end(text);
+        return;
+      }
+      if (this.heldBytes + Buffer.byteLength(text) > GZIP_THRESHOLD) {
+        this.held.push(text);
+        void this.commit().then(() => this.out!.end());
+        return;
+      }
+      this.res.writeHead(this.code, this.headers);
+      this.res.end(this.held.join('') + text);
+    }
+
+    private async commit(): Promise<void> {
+      const data = this.held.join('');
+      this.held = [];
+      if (this.wantsGzip) {
+        this.res.writeHead(this.code, { ...this.headers, 'content-encoding': 'gzip', vary: 'Accept-Encoding' });
+        const z = zlib.createGzip({ level: 1 });
+        z.pipe(this.res);
+        this.res.once('close', () => z.destroy());
+        this.out = z;
+        const rec = seenFor.get(this.res);
+        if (rec) rec.responseEncoding = 'gzip';
+      } else {
+        this.res.writeHead(this.code, this.headers);
+        this.out = this.res;
+      }
+      if (!this.out.write(data)) await once(this.out, 'drain');
+    }
+  }
+
   function send(res: ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}): void {
-    const text = JSON.stringify(body);
-    res.writeHead(code, { 'content-type': 'application/json', 'audit-id': randomUUID(), 'cache-control': 'no-cache, private', ...headers });
-    res.end(text);
+    new DeferredBody(res, code, { 'content-type': 'application/json', 'audit-id': randomUUID(), 'cache-control': 'no-cache, private', ...headers }).end(JSON.stringify(body));
   }
 
   async function handleList(req: Request, res: ServerResponse, def: ResourceDef, ns: string): Promise<void> {
@@ -748,22 +837,22 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
       res.end(Buffer.concat([Buffer.from('k8s\u0000'), Buffer.from(JSON.stringify(page))]));
       return;
     }
-    res.writeHead(200, { 'content-type': 'application/json', 'audit-id': randomUUID(), 'cache-control': 'no-cache, private' });
+    const out = new DeferredBody(res, 200, { 'content-type': 'application/json', 'audit-id': randomUUID(), 'cache-control': 'no-cache, private' });
     if (wantsTable(req.headers['accept'])) {
-      res.end(JSON.stringify(asTable(def, page, q, listMeta)));
+      out.end(JSON.stringify(asTable(def, page, q, listMeta)));
       return;
     }
     // Streamed in pieces, item by item, as the real server's encoder does for large lists.
-    res.write(`{"kind":"${def.kind}List","apiVersion":"${apiVersionOf(def)}","metadata":${JSON.stringify(listMeta)},"items":[`);
+    await out.write(`{"kind":"${def.kind}List","apiVersion":"${apiVersionOf(def)}","metadata":${JSON.stringify(listMeta)},"items":[`);
     let buf = '';
     for (let i = 0; i < page.length; i++) {
       buf += (i ? ',' : '') + JSON.stringify(page[i]);
       if (buf.length > 64 * 1024) {
-        if (!res.write(buf)) await new Promise((r) => res.once('drain', r));
+        await out.write(buf);
         buf = '';
       }
     }
-    res.end(buf + ']}');
+    out.end(buf + ']}');
   }
 
   function handleWatch(req: Request, res: ServerResponse, def: ResourceDef, ns: string, name: string): void {
@@ -1139,7 +1228,10 @@ export async function startKubeApi(opts: KubeApiOptions = {}): Promise<KubeApi> 
       try {
         const who = authenticate(hreq.headers, hreq.socket as TLSSocket);
         user = who.user;
-        saw({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user, impersonateUser: hreq.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: hreq.headers['accept'], contentType: hreq.headers['content-type'], httpVersion: hreq.httpVersion, ...(hreq.headers['x-portcullis-reason'] !== undefined ? { portcullisReason: String(hreq.headers['x-portcullis-reason']) } : {}) });
+        const ae = hreq.headers['accept-encoding'];
+        acceptsGzip.set(res, gzipAccepted(ae));
+        const rec = saw({ method: hreq.method ?? 'GET', url: hreq.url ?? '', user, impersonateUser: hreq.headers['impersonate-user'] as string | undefined, impersonateGroups: who.groups, accept: hreq.headers['accept'], ...(ae !== undefined ? { acceptEncoding: String(ae) } : {}), contentType: hreq.headers['content-type'], httpVersion: hreq.httpVersion, ...(hreq.headers['x-portcullis-reason'] !== undefined ? { portcullisReason: String(hreq.headers['x-portcullis-reason']) } : {}) });
+        seenFor.set(res, rec);
         await route({ method: hreq.method ?? 'GET', path: u.pathname, query: u.searchParams, headers: hreq.headers, user, body }, res);
       } catch (e) {
         if (!(e instanceof ApiError)) {

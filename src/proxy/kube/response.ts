@@ -5,11 +5,16 @@
 // whole. Anything else that would have to be masked — protobuf, YAML, an unknown encoding, a body
 // that does not parse — is refused (fail closed): a Status before the headers are out, a cut
 // connection after. Logs (pods/log) go through the stream masker. Everything else streams through
-// untouched, with backpressure, so watches and `logs -f` are never buffered.
+// untouched, with backpressure, so watches and `logs -f` are never buffered — gzip included: the
+// API server compresses bodies over 128 KiB for clients that accept gzip (kubectl does), and such
+// a body reaches the agent as it came.
+// A masked JSON response is asked for uncompressed; when the agent accepts gzip it is compressed
+// again on the way out as the API server would have (over 128 KiB, gzip level 1), so masking does
+// not multiply what crosses the agent's network tenfold.
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import { createGunzip, createGzip, type Gzip } from 'node:zlib';
 import type { Masker } from '../../masking/masker.js';
 import { StringDecoder } from 'node:string_decoder';
 import { DETECTOR_RESOURCES, kubeResourceMasked, maskKube } from '../../masking/kube.js';
@@ -52,6 +57,25 @@ export function upstreamOverrides(plan: MaskPlan, client: IncomingHttpHeaders): 
   return { accept: jsonAccept(client['accept']), 'accept-encoding': undefined };
 }
 
+/** kube-apiserver's defaultGzipThresholdBytes: smaller bodies are never compressed. */
+export const GZIP_THRESHOLD = 128 * 1024;
+
+/** Whether an Accept-Encoding header admits gzip (q=0 refuses it). */
+export function acceptsGzip(h: string | string[] | undefined): boolean {
+  const list = (Array.isArray(h) ? h.join(',') : (h ?? '')).split(',');
+  return list.some((e) => {
+    const [name, ...params] = e.trim().toLowerCase().split(';');
+    if (name !== 'gzip' && name !== '*') return false;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    return q === undefined || Number(q.slice(2)) > 0;
+  });
+}
+
+/** Whether the masked body of this response is compressed for the agent (when it grows past the threshold). */
+export function recompress(plan: MaskPlan, clientHeaders: IncomingHttpHeaders): boolean {
+  return plan.mode === 'json' && acceptsGzip(clientHeaders['accept-encoding']);
+}
+
 /** Response headers never copied to the agent (hop-by-hop; HTTP/2 forbids them). */
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'http2-settings']);
 
@@ -83,13 +107,26 @@ type Res = ServerResponse | Http2ServerResponse;
 const MAX_COALESCED = 1 << 20;
 
 export interface PipeResult {
+  /** Body bytes sent (before compression). */
   bytes: number;
+  /** Set when the bastion compressed the (masked) body for the agent. */
+  encoding?: 'gzip';
   /** Set when the stream was cut because masking failed (fail closed). */
   error?: string;
 }
 
-/** Streams the (masked) body to the agent; the status line and headers are already written. */
-export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promise<PipeResult> {
+/**
+ * Writes the status line and headers. With `gzip`, the body is compressed and the headers must
+ * say so (Content-Encoding: gzip, Vary: Accept-Encoding).
+ */
+export type WriteHead = (gzip: boolean) => void;
+
+/**
+ * Streams the (masked) body to the agent. Without `deferred`, the status line and headers are
+ * already written. With it, the body is held until it passes GZIP_THRESHOLD or ends: a small body
+ * goes out as it is, a larger one gzip-compressed; `deferred` writes the headers once that is known.
+ */
+export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan, deferred?: WriteHead): Promise<PipeResult> {
   let src: Readable = up.body;
   if ((plan.mode === 'json' || plan.mode === 'watch') && String(up.headers['content-encoding'] ?? '').toLowerCase() === 'gzip') {
     const gunzip = createGunzip();
@@ -108,6 +145,10 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
     let out: (string | Buffer)[] = [];
     let outBytes = 0;
     let scheduled: NodeJS.Immediate | null = null;
+    // Deferred headers: undecided until the body passes the threshold or ends; then `gz` is the
+    // compressor the body goes through, or null.
+    let decided = deferred === undefined;
+    let gz: Gzip | null = null;
     const finish = (error?: string) => {
       if (done) return;
       done = true;
@@ -116,23 +157,43 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       out = [];
       if (error) {
         up.body.destroy();
+        gz?.destroy();
         res.destroy();
       }
-      resolve(error ? { bytes, error } : { bytes });
+      resolve(error ? { bytes, error } : { bytes, ...(gz ? { encoding: 'gzip' as const } : {}) });
     };
     let draining = false;
-    const flush = (): void => {
+    let held = 0;
+    /** Decides the encoding of a deferred response and writes its headers. */
+    const decide = (): void => {
+      decided = true;
+      const compress = held > GZIP_THRESHOLD;
+      deferred!(compress);
+      if (compress) {
+        gz = createGzip({ level: 1 });
+        gz.on('error', (e) => finish(`compressing the response failed: ${e.message}`));
+        gz.pipe(res as ServerResponse);
+      }
+    };
+    const flush = (ending = false): void => {
       if (scheduled) clearImmediate(scheduled);
       scheduled = null;
-      if (done || out.length === 0) return;
+      if (done) return;
+      if (!decided) {
+        if (!ending && held <= GZIP_THRESHOLD) return; // still holding (`out` keeps growing)
+        decide();
+      }
+      if (out.length === 0) return;
       const parts = out;
       out = [];
       outBytes = 0;
-      // Corked: the stream gets the parts as one writev (no copy into a new buffer: allocating
-      // megabytes of buffers per list makes V8 collect garbage for the external memory).
       let ok = true;
-      if (parts.length === 1) ok = (res as ServerResponse).write(parts[0]!);
+      if (gz) {
+        for (const p of parts) ok = gz.write(p);
+      } else if (parts.length === 1) ok = (res as ServerResponse).write(parts[0]!);
       else {
+        // Corked: the stream gets the parts as one writev (no copy into a new buffer: allocating
+        // megabytes of buffers per list makes V8 collect garbage for the external memory).
         res.cork();
         for (const p of parts) ok = (res as ServerResponse).write(p);
         res.uncork();
@@ -140,7 +201,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       if (!ok && !draining) {
         draining = true;
         src.pause();
-        res.once('drain', () => {
+        (gz ?? res).once('drain', () => {
           draining = false;
           src.resume();
         });
@@ -153,6 +214,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
       bytes += n;
       out.push(chunk);
       outBytes += n;
+      if (!decided) held += n;
       if (outBytes >= MAX_COALESCED) flush();
       else scheduled ??= setImmediate(flush);
     };
@@ -197,7 +259,14 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
         finish(`the response could not be masked: ${(e as Error).message}`);
         return;
       }
-      flush();
+      flush(true);
+      if (gz) {
+        // The compressor ends the response when its last bytes are out.
+        const z = gz;
+        z.once('end', () => finish());
+        z.end();
+        return;
+      }
       res.end();
       finish();
     });
@@ -211,6 +280,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan): Promis
         if (scheduled) clearImmediate(scheduled);
         out = [];
         up.body.destroy();
+        gz?.destroy();
         resolve({ bytes });
       }
     });

@@ -19,7 +19,7 @@ import { Masker } from '../../masking/masker.js';
 import { initFacts } from '../../policy/actions.js';
 import { kubeFacts } from '../../policy/kube/index.js';
 import { PortcullisError, type Decision, type Identity, type KubeFacts, type PolicyRequest } from '../../policy/types.js';
-import { pipeBody, planResponse, responseHeaders, unmaskable, upstreamOverrides } from './response.js';
+import { pipeBody, planResponse, recompress, responseHeaders, unmaskable, upstreamOverrides, type PipeResult } from './response.js';
 import { KubeSessions, type KubeSession, type KubeSessionLimits } from './sessions.js';
 import { kubeStatus, sendStatus, sendStatusOnSocket, type KubeStatus } from './status.js';
 import { bridge, CHANNEL_PROTOCOLS } from './streams.js';
@@ -330,12 +330,22 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
       return finish(st.code, { upstream_status: resp.status, error: why });
     }
     const rewritten = plan.mode !== 'none';
-    (res as ServerResponse).writeHead(resp.status, responseHeaders(resp.headers, rewritten));
-    // Watches and log follows: the client gets the headers now, not with the first event.
-    if ((a.facts?.verb === 'watch' || a.facts?.query['follow']?.[0] === 'true') && 'flushHeaders' in res) res.flushHeaders();
-    const r = await pipeBody(resp, res, plan);
+    const head = responseHeaders(resp.headers, rewritten);
+    let r: PipeResult;
+    if (recompress(plan, req.headers as IncomingHttpHeaders)) {
+      // Headers once the masked body's size says whether it is compressed (as the API server would).
+      r = await pipeBody(resp, res, plan, (gzip) => {
+        const vary = [head['vary']].flat().filter((v): v is string => typeof v === 'string' && v !== '');
+        (res as ServerResponse).writeHead(resp.status, gzip ? { ...head, 'content-encoding': 'gzip', vary: [...vary, 'Accept-Encoding'].join(', ') } : head);
+      });
+    } else {
+      (res as ServerResponse).writeHead(resp.status, head);
+      // Watches and log follows: the client gets the headers now, not with the first event.
+      if ((a.facts?.verb === 'watch' || a.facts?.query['follow']?.[0] === 'true') && 'flushHeaders' in res) res.flushHeaders();
+      r = await pipeBody(resp, res, plan);
+    }
     if (r.error) log.warn('kube proxy: response cut', { target: a.target.name, error: r.error });
-    finish(resp.status, { bytes: r.bytes, upstream: resp.httpVersion, ...(rewritten ? { masked: plan.mode } : {}), ...(r.error ? { error: r.error } : {}) });
+    finish(resp.status, { bytes: r.bytes, upstream: resp.httpVersion, ...(rewritten ? { masked: plan.mode } : {}), ...(r.encoding ? { encoding: r.encoding } : {}), ...(r.error ? { error: r.error } : {}) });
   }
 
   // ---- upgrades: exec / attach / port-forward -------------------------------------------------------
