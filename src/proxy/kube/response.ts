@@ -165,11 +165,10 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan, deferre
       resolve(error ? { bytes, error } : { bytes, ...(gz ? { encoding: 'gzip' as const } : {}) });
     };
     let draining = false;
-    let held = 0;
-    /** Decides the encoding of a deferred response and writes its headers. */
+    /** Decides the encoding of a deferred response (by the bytes held so far) and writes its headers. */
     const decide = (): void => {
       decided = true;
-      const compress = held > GZIP_THRESHOLD;
+      const compress = bytes > GZIP_THRESHOLD;
       deferred!(compress);
       if (compress) {
         gz = createGzip({ level: 1, chunkSize: GZIP_BATCH });
@@ -182,7 +181,7 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan, deferre
       scheduled = null;
       if (done) return;
       if (!decided) {
-        if (!ending && held <= GZIP_THRESHOLD) return; // still holding (`out` keeps growing)
+        if (!ending && bytes <= GZIP_THRESHOLD) return; // still holding (`out` keeps growing)
         decide();
       }
       if (out.length === 0) return;
@@ -220,7 +219,6 @@ export function pipeBody(up: UpstreamResponse, res: Res, plan: MaskPlan, deferre
       bytes += n;
       out.push(chunk);
       outBytes += n;
-      if (!decided) held += n;
       if (outBytes >= MAX_COALESCED) flush();
       else scheduled ??= setImmediate(flush);
     };

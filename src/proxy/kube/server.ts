@@ -19,7 +19,7 @@ import { Masker } from '../../masking/masker.js';
 import { initFacts } from '../../policy/actions.js';
 import { kubeFacts } from '../../policy/kube/index.js';
 import { PortcullisError, type Decision, type Identity, type KubeFacts, type PolicyRequest } from '../../policy/types.js';
-import { pipeBody, planResponse, recompress, responseHeaders, unmaskable, upstreamOverrides, type PipeResult } from './response.js';
+import { pipeBody, planResponse, recompress, responseHeaders, unmaskable, upstreamOverrides, type WriteHead } from './response.js';
 import { KubeSessions, type KubeSession, type KubeSessionLimits } from './sessions.js';
 import { kubeStatus, sendStatus, sendStatusOnSocket, type KubeStatus } from './status.js';
 import { bridge, CHANNEL_PROTOCOLS } from './streams.js';
@@ -331,19 +331,19 @@ export async function startKubeProxy(core: Core, opts: KubeProxyOptions): Promis
     }
     const rewritten = plan.mode !== 'none';
     const head = responseHeaders(resp.headers, rewritten);
-    let r: PipeResult;
-    if (recompress(plan, req.headers as IncomingHttpHeaders)) {
-      // Headers once the masked body's size says whether it is compressed (as the API server would).
-      r = await pipeBody(resp, res, plan, (gzip) => {
-        const vary = [head['vary']].flat().filter((v): v is string => typeof v === 'string' && v !== '');
-        (res as ServerResponse).writeHead(resp.status, gzip ? { ...head, 'content-encoding': 'gzip', vary: [...vary, 'Accept-Encoding'].join(', ') } : head);
-      });
-    } else {
+    // A masked body the agent may get compressed: headers once its size says whether it is (as the API server would).
+    const deferred: WriteHead | undefined = recompress(plan, req.headers as IncomingHttpHeaders)
+      ? (gzip) => {
+          const vary = [head['vary']].flat().filter((v): v is string => typeof v === 'string' && v !== '');
+          (res as ServerResponse).writeHead(resp.status, gzip ? { ...head, 'content-encoding': 'gzip', vary: [...vary, 'Accept-Encoding'].join(', ') } : head);
+        }
+      : undefined;
+    if (!deferred) {
       (res as ServerResponse).writeHead(resp.status, head);
       // Watches and log follows: the client gets the headers now, not with the first event.
       if ((a.facts?.verb === 'watch' || a.facts?.query['follow']?.[0] === 'true') && 'flushHeaders' in res) res.flushHeaders();
-      r = await pipeBody(resp, res, plan);
     }
+    const r = await pipeBody(resp, res, plan, deferred);
     if (r.error) log.warn('kube proxy: response cut', { target: a.target.name, error: r.error });
     finish(resp.status, { bytes: r.bytes, upstream: resp.httpVersion, ...(rewritten ? { masked: plan.mode } : {}), ...(r.encoding ? { encoding: r.encoding } : {}), ...(r.error ? { error: r.error } : {}) });
   }
